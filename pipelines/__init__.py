@@ -1,0 +1,1 @@
+"""The jobs and the ``dealcast`` CLI: simulate, ingest, snapshot, kpis, demo."""

@@ -1,0 +1,198 @@
+"""The ``dealcast`` command line. Each command is thin: parse, call a job, print."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.console import DataOption, OutputFormat, console, data_dir, emit, fail
+
+app = typer.Typer(
+    name="dealcast",
+    help="Sales forecasting and anomalies from your CRM's deal history.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+class SourceFormat(StrEnum):
+    canonical = "canonical"
+    flat = "flat"
+    salesforce = "salesforce"
+    hubspot = "hubspot"
+
+
+class SnapshotFormat(StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+    json = "json"
+
+
+class Period(StrEnum):
+    week = "week"
+    month = "month"
+    quarter = "quarter"
+    year = "year"
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{option} expects a date like 2026-06-30, got {value!r}") from None
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the tables into.")],
+    deals: Annotated[
+        int | None, typer.Option("--deals", help="Number of deals (default: ~30 reps' worth).")
+    ] = None,
+    months: Annotated[int, typer.Option("--months", help="Months of history.")] = 36,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 7,
+    anomalies: Annotated[
+        bool, typer.Option("--anomalies/--no-anomalies", help="Inject labelled anomalies.")
+    ] = True,
+    file_format: Annotated[str, typer.Option("--file-format", help="parquet or csv.")] = "parquet",
+) -> None:
+    """Write the canonical tables (and ground truth) of a synthetic company."""
+    from pipelines.simulate import SimConfig, simulate_company, write_company
+
+    config = SimConfig(n_deals=deals, months=months, seed=seed, anomalies=anomalies)
+    company = simulate_company(config, show_progress=True)
+    paths = write_company(company, out, file_format=file_format)
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[Path], typer.Argument(help="Files or directories to ingest.")],
+    source_format: Annotated[
+        SourceFormat, typer.Option("--source-format", help="How the source is laid out.")
+    ] = SourceFormat.canonical,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Column mapping: a TOML file, or target=source (repeatable), e.g. "
+            "--map deal_id='Opportunity ID'.",
+        ),
+    ] = None,
+    pipeline: Annotated[
+        Path | None, typer.Option("--pipeline", help="Pipeline config TOML (stages and kinds).")
+    ] = None,
+    date_format: Annotated[
+        str | None,
+        typer.Option("--date-format", help="strftime format of the source's dates, e.g. %d/%m/%Y."),
+    ] = None,
+    data: DataOption = None,
+) -> None:
+    """Convert a CRM export into the canonical tables and replace the store atomically."""
+    from features.store import Store
+    from pipelines.ingest import IngestError, ingest_sources, print_report
+
+    root = data_dir(data)
+    try:
+        report = ingest_sources(
+            sources,
+            store=Store(root),
+            source_format=source_format.value,
+            mapping=map_ or [],
+            pipeline_path=pipeline,
+            date_format=date_format,
+            show_progress=True,
+        )
+    except IngestError as exc:
+        raise fail(str(exc)) from None
+    print_report(report)
+
+
+@app.command()
+def snapshot(
+    as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date (YYYY-MM-DD, 00:00 UTC).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default stdout).")
+    ] = None,
+    fmt: Annotated[SnapshotFormat, typer.Option("--format")] = SnapshotFormat.parquet,
+    data: DataOption = None,
+) -> None:
+    """Features of every deal open as of a date, exactly as they were known then."""
+    from features.snapshots import snapshot_features
+    from features.store import Store, StoreNotFoundError
+
+    day = _parse_day(as_of, "--as-of")
+    assert day is not None
+    try:
+        history = Store(data_dir(data)).load()
+    except StoreNotFoundError as exc:
+        raise fail(str(exc)) from None
+    frame = snapshot_features(history, [day]).collect()
+    if fmt is SnapshotFormat.parquet:
+        if out is None:
+            raise fail("--format parquet needs --out FILE (use --format csv or json for stdout)")
+        frame.write_parquet(out)
+        console.print(f"wrote {frame.height} open deals as of {day} to {out}")
+        return
+    emit(frame, fmt.value, out=out)
+
+
+@app.command()
+def kpis(
+    period: Annotated[Period, typer.Option("--period")] = Period.month,
+    by: Annotated[
+        list[str] | None, typer.Option("--by", help="Group by a dimension (repeatable).")
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First day (YYYY-MM-DD).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last day (YYYY-MM-DD).")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    data: DataOption = None,
+) -> None:
+    """The KPI catalogue per period, optionally grouped by a dimension."""
+    from features.kpis import kpi_table
+    from features.store import Store, StoreNotFoundError
+    from pipelines.reports import print_kpis
+
+    try:
+        history = Store(data_dir(data)).load()
+        table = kpi_table(
+            history,
+            period=period.value,
+            by=by or [],
+            start=_parse_day(from_, "--from"),
+            end=_parse_day(to, "--to"),
+        )
+    except StoreNotFoundError as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if fmt is OutputFormat.table:
+        print_kpis(table, by=by or [])
+    else:
+        emit(table, fmt)
+
+
+@app.command()
+def demo(
+    data: DataOption = None,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve/--no-serve", help="Serve the API at the end (once it exists)."),
+    ] = True,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+) -> None:
+    """Simulate the default company, ingest it, print KPIs and the current pipeline."""
+    from pipelines.demo import run_demo
+
+    run_demo(data_dir(data), seed=seed, serve=serve)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
