@@ -18,6 +18,7 @@ from features.contract import ACTIVITY_TYPES, TS, DealHistory
 
 __all__ = [
     "as_of_frame",
+    "data_end",
     "deal_states",
     "pipeline_as_of",
     "snapshot_features",
@@ -69,6 +70,21 @@ def weekly_as_ofs(end: datetime | date, weeks: int) -> list[datetime]:
     """``weeks`` as-of timestamps, one week apart, the last one at ``end``."""
     last = _to_ts(end)
     return [last - timedelta(weeks=k) for k in reversed(range(weeks))]
+
+
+def data_end(history: DealHistory) -> datetime:
+    """The latest timestamp recorded anywhere in the history: "now" for that dataset."""
+    latest = pl.concat(
+        [
+            history.deals.select(pl.max_horizontal("created_at", "closed_at").alias("t")),
+            history.stage_history.select(pl.col("changed_at").alias("t")),
+            history.activities.select(pl.col("occurred_at").alias("t")),
+        ]
+    ).select(pl.col("t").max())
+    value = latest.collect().item()
+    if value is None:
+        raise ValueError("the history holds no timestamps: is the deals table empty?")
+    return value
 
 
 def _days(delta: pl.Expr) -> pl.Expr:

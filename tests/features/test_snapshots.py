@@ -15,6 +15,7 @@ from features.contract import DealHistory
 from features.snapshots import (
     LABEL_COLUMNS,
     as_of_frame,
+    data_end,
     pipeline_as_of,
     snapshot_features,
     weekly_as_ofs,
@@ -264,3 +265,7 @@ def test_labels_are_kept_apart(small: DealHistory) -> None:
 def test_as_of_frame_accepts_dates_and_naive_datetimes() -> None:
     frame = as_of_frame([date(2024, 1, 2), datetime(2024, 1, 1, 12)]).collect()
     assert frame["as_of"].to_list() == [_utc(2024, 1, 1, 12), _utc(2024, 1, 2)]
+
+
+def test_data_end_is_the_latest_timestamp_anywhere(small: DealHistory) -> None:
+    assert data_end(small) == _utc(2024, 3, 1)  # a's close; the last activity is Jan 25

@@ -1,0 +1,92 @@
+"""The main job: simulate the default company, ingest it, show its KPIs and its pipeline."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+from rich.table import Table
+
+from features.kpis import kpi_table
+from features.snapshots import data_end, pipeline_as_of
+from features.store import Store
+from pipelines.console import console, progress, render_table
+from pipelines.ingest import ingest_sources, print_report
+from pipelines.reports import print_kpis
+from pipelines.simulate import SimConfig, simulate_company, write_company
+
+__all__ = ["run_demo"]
+
+
+def run_demo(data: Path, *, seed: int = 7, serve: bool = True) -> None:
+    """Simulate, ingest, then print the KPIs of the last four quarters and today's pipeline."""
+    started = time.perf_counter()
+    source = data / "demo-source"
+    with progress() as bar:
+        steps = bar.add_task("demo", total=4)
+        bar.update(steps, description="simulating the default company")
+        company = simulate_company(SimConfig(seed=seed))
+        write_company(company, source)
+        bar.advance(steps)
+        bar.update(steps, description="ingesting it into the store")
+        report = ingest_sources([source], store=Store(data), source_format="canonical")
+        bar.advance(steps)
+        bar.update(steps, description="computing KPIs")
+        history = Store(data).load()
+        end = data_end(history)
+        first = _quarter_start(end, back=4)
+        last = _quarter_start(end, back=0)
+        kpis = kpi_table(history, period="quarter", start=first, end=last)
+        kpis = kpis.filter(pl.col("period_start") < last)
+        bar.advance(steps)
+        bar.update(steps, description="building the pipeline as of the last day")
+        pipeline = pipeline_as_of(history, end)
+        bar.advance(steps)
+    print_report(report)
+    console.rule(f"KPIs of the last four complete quarters (data ends {end:%Y-%m-%d})")
+    print_kpis(kpis, by=[])
+    console.rule(f"Open pipeline as of {end:%Y-%m-%d %H:%M} UTC")
+    console.print(_pipeline_by_stage(pipeline, history.pipeline.open_stages))
+    console.print(render_table(pipeline.head(15), title="Largest late-stage deals"))
+    console.print(
+        f"\n[bold]done[/] in {time.perf_counter() - started:.1f}s — store at {data / 'store'}; "
+        f"try `dealcast kpis --data {data} --by region` or "
+        f"`dealcast snapshot --data {data} --as-of {end:%Y-%m-%d} --format csv`"
+    )
+    if serve:
+        console.print(
+            "[dim]The API and dashboard are not built yet (a later issue); "
+            "nothing to serve. Pass --no-serve in scripts.[/]"
+        )
+
+
+def _quarter_start(moment: datetime, *, back: int) -> date:
+    """First day of the quarter ``back`` quarters before the one holding ``moment``."""
+    index = moment.year * 4 + (moment.month - 1) // 3 - back
+    return date(index // 4, (index % 4) * 3 + 1, 1)
+
+
+def _pipeline_by_stage(pipeline: pl.DataFrame, stages: tuple[str, ...]) -> Table:
+    summary = (
+        pipeline.group_by("stage")
+        .agg(
+            pl.len().alias("deals"),
+            pl.col("amount").sum().alias("amount"),
+            pl.col("days_in_stage").median().alias("median days in stage"),
+        )
+        .join(pl.DataFrame({"stage": list(stages), "_o": range(len(stages))}), on="stage")
+        .sort("_o")
+        .drop("_o")
+    )
+    total = pl.DataFrame(
+        {
+            "stage": ["total"],
+            "deals": [pipeline.height],
+            "amount": [pipeline["amount"].sum()],
+            "median days in stage": [pipeline["days_in_stage"].median()],
+        },
+        schema=summary.schema,
+    )
+    return render_table(pl.concat([summary, total]), title="Open pipeline by stage")
