@@ -19,7 +19,9 @@ from features.contract import ACTIVITY_TYPES, TS, DealHistory
 __all__ = [
     "as_of_frame",
     "data_end",
+    "deal_dimensions",
     "deal_states",
+    "enriched_history",
     "pipeline_as_of",
     "snapshot_features",
     "weekly_as_ofs",
@@ -92,7 +94,7 @@ def _days(delta: pl.Expr) -> pl.Expr:
     return delta.dt.total_microseconds().cast(pl.Float64) / _DAY_US
 
 
-def _enriched_history(history: DealHistory) -> pl.LazyFrame:
+def enriched_history(history: DealHistory) -> pl.LazyFrame:
     """Stage history with running, point-in-time counters per deal.
 
     Each row carries what is known about its deal from its own ``changed_at`` on: the
@@ -211,7 +213,7 @@ def deal_states(history: DealHistory, as_ofs: pl.LazyFrame) -> pl.LazyFrame:
     """
     pairs = _open_pairs(history, as_ofs).sort("as_of")
     return pairs.join_asof(
-        _enriched_history(history),
+        enriched_history(history),
         left_on="as_of",
         right_on="changed_at",
         by="deal_id",
@@ -234,7 +236,7 @@ def pipeline_as_of(history: DealHistory, as_of: datetime | date) -> pl.DataFrame
         forecast_category, days_in_stage, deal_age_days`` plus the deal's dimensions, sorted
         by stage order (late first) and amount.
     """
-    dims = _dimensions(history)
+    dims = deal_dimensions(history)
     return (
         deal_states(history, as_of_frame([as_of]))
         .join(dims, on="deal_id", how="left")
@@ -255,7 +257,7 @@ def pipeline_as_of(history: DealHistory, as_of: datetime | date) -> pl.DataFrame
     )
 
 
-def _dimensions(history: DealHistory) -> pl.LazyFrame:
+def deal_dimensions(history: DealHistory) -> pl.LazyFrame:
     """Static grouping columns of each deal (``team`` from ``reps``)."""
     teams = history.reps.select("owner_id", "team").unique("owner_id", keep="first")
     return history.deals.select(
@@ -430,7 +432,9 @@ def snapshot_features(
             .alias("label_closed_at"),
         )
     )
-    states = deal_states(history, keys_frame).join(_dimensions(history), on="deal_id", how="left")
+    states = deal_states(history, keys_frame).join(
+        deal_dimensions(history), on="deal_id", how="left"
+    )
     keys = states.select("deal_id", "as_of", "owner_id")
     frame = (
         states.join(stage_probs, on="stage", how="left")

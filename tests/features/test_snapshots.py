@@ -21,13 +21,10 @@ from features.snapshots import (
     weekly_as_ofs,
 )
 from tests.features.history_strategies import (
-    BASE,
-    LOST,
-    WON,
     Raw,
     as_of_hours,
     at,
-    deal_rows,
+    future_edits,
     raw_histories,
 )
 from tests.features.reference_features import computed_features, reference_features
@@ -50,70 +47,6 @@ def test_builder_matches_naive_reference(raw: Raw, hours: int) -> None:
 
 
 # -- the point-in-time property ------------------------------------------------------------
-
-
-@st.composite
-def future_edits(draw: st.DrawFn, raw: Raw, as_of: datetime) -> Raw:
-    """Add, delete and change rows dated after ``as_of``; everything else stays as it was."""
-    out = raw.copy()
-    cut = int((as_of - BASE).total_seconds() // 3600) + 1
-    # delete some future history rows and activities
-    out.history = [h for h in out.history if h["changed_at"] <= as_of or draw(st.booleans())]
-    out.activities = [a for a in out.activities if a["occurred_at"] <= as_of or draw(st.booleans())]
-    # change future history rows and activities
-    for h in out.history:
-        if h["changed_at"] > as_of and draw(st.booleans()):
-            h["stage"] = draw(st.sampled_from(["Discovery", "Proposal", WON, LOST]))
-            h["amount"] = draw(st.sampled_from([None, 1.0, 99999.0]))
-            h["expected_close_date"] = draw(st.sampled_from([None, date(2030, 1, 1)]))
-    for a in out.activities:
-        if a["occurred_at"] > as_of and draw(st.booleans()):
-            a["type"] = "demo"
-    # deals that close after as_of: change how and when they close (still after as_of), and
-    # their latest-state columns, which a CRM rewrites over time
-    for d in out.deals:
-        if d["closed_at"] is None or d["closed_at"] > as_of:
-            if draw(st.booleans()):
-                d["stage"] = draw(st.sampled_from([WON, LOST, "Negotiation"]))
-                d["closed_at"] = (
-                    None if d["stage"] == "Negotiation" else at(cut + draw(st.integers(0, 500)))
-                )
-                d["amount"] = draw(st.sampled_from([5.0, 50000.0]))
-                d["expected_close_date"] = date(2031, 1, 1)
-    # deals created after as_of: delete some, add some
-    out.deals = [d for d in out.deals if d["created_at"] <= as_of or draw(st.booleans())]
-    kept = {d["deal_id"] for d in out.deals}
-    out.history = [h for h in out.history if h["deal_id"] in kept]
-    out.activities = [a for a in out.activities if a["deal_id"] in kept]
-    for i in range(draw(st.integers(0, 3))):
-        new = draw(deal_rows(f"new{i}", min_start=cut, max_start=cut + 1000))
-        out.deals += new.deals
-        out.history += new.history
-        out.activities += new.activities
-    # new history rows and activities after as_of for deals that exist
-    for d in out.deals:
-        if draw(st.booleans()):
-            out.history.append(
-                {
-                    "deal_id": d["deal_id"],
-                    "changed_at": at(cut + draw(st.integers(0, 100))),
-                    "stage": draw(st.sampled_from(["Qualification", "Negotiation"])),
-                    "amount": 7.0,
-                    "expected_close_date": date(2029, 5, 5),
-                    "forecast_category": "commit",
-                }
-            )
-            out.activities.append(
-                {
-                    "activity_id": f"x-{d['deal_id']}",
-                    "occurred_at": at(cut + draw(st.integers(0, 100))),
-                    "owner_id": d["owner_id"],
-                    "type": "call",
-                    "deal_id": d["deal_id"],
-                    "account_id": None,
-                }
-            )
-    return out
 
 
 @FAST
