@@ -82,8 +82,10 @@ def ingest(
         list[str] | None,
         typer.Option(
             "--map",
-            help="Column mapping: a TOML file, or target=source (repeatable), e.g. "
-            "--map deal_id='Opportunity ID'.",
+            help="Column mapping: a TOML file ([columns] target = \"Source Column\", optional "
+            "date_format), or target=source (repeatable), e.g. --map deal_id='Opportunity ID'. "
+            "Targets are canonical deal columns, close_date (closed_at for won/lost deals, "
+            "expected_close_date for open ones), or table.column for other tables.",
         ),
     ] = None,
     pipeline: Annotated[
