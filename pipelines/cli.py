@@ -27,6 +27,11 @@ class SourceFormat(StrEnum):
     hubspot = "hubspot"
 
 
+class FileFormat(StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+
+
 class SnapshotFormat(StrEnum):
     parquet = "parquet"
     csv = "csv"
@@ -60,14 +65,19 @@ def simulate(
     anomalies: Annotated[
         bool, typer.Option("--anomalies/--no-anomalies", help="Inject labelled anomalies.")
     ] = True,
-    file_format: Annotated[str, typer.Option("--file-format", help="parquet or csv.")] = "parquet",
+    file_format: Annotated[
+        FileFormat, typer.Option("--file-format", help="Format of the files written.")
+    ] = FileFormat.parquet,
 ) -> None:
     """Write the canonical tables (and ground truth) of a synthetic company."""
     from pipelines.simulate import SimConfig, simulate_company, write_company
 
-    config = SimConfig(n_deals=deals, months=months, seed=seed, anomalies=anomalies)
+    try:
+        config = SimConfig(n_deals=deals, months=months, seed=seed, anomalies=anomalies)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     company = simulate_company(config, show_progress=True)
-    paths = write_company(company, out, file_format=file_format)
+    paths = write_company(company, out, file_format=file_format.value)
     for path in paths:
         console.print(f"wrote {path}")
 
@@ -82,7 +92,7 @@ def ingest(
         list[str] | None,
         typer.Option(
             "--map",
-            help="Column mapping: a TOML file ([columns] target = \"Source Column\", optional "
+            help='Column mapping: a TOML file ([columns] target = "Source Column", optional '
             "date_format), or target=source (repeatable), e.g. --map deal_id='Opportunity ID'. "
             "Targets are canonical deal columns, close_date (closed_at for won/lost deals, "
             "expected_close_date for open ones), or table.column for other tables.",

@@ -32,7 +32,9 @@ __all__ = [
     "fail",
 ]
 
-console = Console()
+# Piped output (CI logs, files) gets a wide page instead of rich's 80 columns, so tables of
+# several periods stay readable; a terminal keeps its own width.
+console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
 DataOption = Annotated[
@@ -77,7 +79,9 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "—"
-        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:,.1f}" if abs(value) >= 1 else f"{value:.3f}"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     return str(value)
@@ -125,5 +129,5 @@ def emit(
 
 def fail(message: str, *, code: int = 2) -> typer.Exit:
     """Print a clear error and return the ``typer.Exit`` to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)

@@ -49,7 +49,18 @@ def run_demo(data: Path, *, seed: int = 7, serve: bool = True) -> None:
     print_kpis(kpis, by=[])
     console.rule(f"Open pipeline as of {end:%Y-%m-%d %H:%M} UTC")
     console.print(_pipeline_by_stage(pipeline, history.pipeline.open_stages))
-    console.print(render_table(pipeline.head(15), title="Largest late-stage deals"))
+    top = pipeline.head(15).select(
+        "deal_id",
+        "owner_id",
+        "stage",
+        "amount",
+        "expected_close_date",
+        "forecast_category",
+        pl.col("days_in_stage").round(0),
+        "region",
+        "product",
+    )
+    console.print(render_table(top, title="Late-stage deals, largest first"))
     console.print(
         f"\n[bold]done[/] in {time.perf_counter() - started:.1f}s — store at {data / 'store'}; "
         f"try `dealcast kpis --data {data} --by region` or "

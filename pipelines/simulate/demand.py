@@ -1,0 +1,141 @@
+"""Demand: when deals are created, by whom, and what they are (product, size, buyer intent)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.simulate.anomalies import AnomalyPlan
+from pipelines.simulate.clock import Clock
+from pipelines.simulate.config import SimConfig
+from pipelines.simulate.org import Org
+from pipelines.simulate.world import (
+    ACCOUNTS_PER_DEAL,
+    AMOUNT_LOG_SD,
+    DAY,
+    DEAL_TYPE_SHARE,
+    DEALS_PER_REP_MONTH,
+    GROWTH_PER_YEAR,
+    MONTH_SEASONALITY,
+    OFFICE_HOURS,
+    OFFICE_START_UTC_H,
+    PRODUCT_AMOUNT,
+    PRODUCT_SHARE_BY_SEGMENT,
+    SEGMENT_AMOUNT,
+    SEGMENT_SHARE,
+    SOURCE_INTENT,
+    SOURCE_SHARE,
+    choose,
+    choose_rows,
+    rng_for,
+)
+
+__all__: list[str] = []  # internal to pipelines.simulate
+
+
+@dataclass(frozen=True)
+class Deals:
+    """One entry per deal, in creation order (index = deal code)."""
+
+    created: np.ndarray  # int64 seconds
+    owner: np.ndarray
+    region: np.ndarray
+    segment: np.ndarray
+    product: np.ndarray
+    source: np.ndarray
+    deal_type: np.ndarray
+    account: np.ndarray
+    amount: np.ndarray  # initial amount
+    intent: np.ndarray  # the buyer's latent intent: never recorded
+
+    @property
+    def size(self) -> int:
+        return int(self.created.size)
+
+    @property
+    def n_accounts(self) -> int:
+        return int(self.account.max()) + 1 if self.size else 0
+
+
+def creation_weights(clock: Clock, org: Org, plan: AnomalyPlan) -> np.ndarray:
+    """Expected new deals per ``[rep, month]``: load × ramp × growth × seasonality."""
+    starts = clock.month_starts[: clock.months].astype(np.float64)
+    ends = clock.month_starts[1 : clock.months + 1].astype(np.float64)
+    lo = np.maximum(starts[None, :], org.hired[:, None].astype(np.float64))
+    active = np.clip((ends[None, :] - lo) / (ends - starts)[None, :], 0.0, 1.0)
+    mid = (lo + ends[None, :]) / 2.0
+    reps = np.broadcast_to(np.arange(org.size)[:, None], mid.shape)
+    growth = (1.0 + GROWTH_PER_YEAR) ** (mid / (365.25 * DAY))
+    season = MONTH_SEASONALITY[clock.calendar_month[: clock.months] - 1]
+    return (
+        DEALS_PER_REP_MONTH
+        * org.volume[:, None]
+        * org.creation_factor(reps, mid)
+        * growth
+        * season[None, :]
+        * active
+        * plan.creation_factor(clock, org)
+    )
+
+
+def _office_days(
+    rng: np.random.Generator, clock: Clock, lo_day: np.ndarray, hi_day: np.ndarray
+) -> np.ndarray:
+    """A day in ``[lo_day, hi_day)`` for each entry, moved off weekends where it can be."""
+    day = lo_day + np.floor(rng.random(lo_day.size) * (hi_day - lo_day)).astype(np.int64)
+    weekday = clock.weekday(day * DAY)
+    day = np.where(weekday == 5, day - 1, np.where(weekday == 6, day + 1, day))
+    day = np.where(day < lo_day, day + 3, np.where(day >= hi_day, day - 3, day))
+    return np.clip(day, lo_day, hi_day - 1)
+
+
+def office_time(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
+    """A second of the working day (UTC) of ``region``."""
+    hours = OFFICE_START_UTC_H[region] + rng.random(region.size) * OFFICE_HOURS
+    return np.floor(hours * 3600).astype(np.int64)
+
+
+def create_deals(config: SimConfig, clock: Clock, org: Org, plan: AnomalyPlan) -> Deals:
+    """Draw every deal of the history (its own random stream)."""
+    rng = rng_for(config.seed, "demand")
+    weights = creation_weights(clock, org, plan)
+    n = config.n_deals if config.n_deals is not None else round(float(weights.sum()))
+    counts = rng.multinomial(n, (weights / weights.sum()).ravel())
+    cell = np.repeat(np.arange(counts.size), counts)
+    rep, month = np.divmod(cell, clock.months)
+    lo_day = np.maximum(clock.month_starts[month], org.hired[rep]) // DAY
+    hi_day = clock.month_starts[month + 1] // DAY
+    region = org.region[rep]
+    created = _office_days(rng, clock, lo_day, hi_day) * DAY + office_time(rng, region)
+    order = np.lexsort((rep, created))
+    created, rep, region = created[order], rep[order], region[order]
+
+    segment = choose(rng, SEGMENT_SHARE, n)
+    product = choose_rows(rng, PRODUCT_SHARE_BY_SEGMENT, segment)
+    source = choose(rng, SOURCE_SHARE, n)
+    deal_type = choose(rng, DEAL_TYPE_SHARE, n)
+    noise = np.exp(rng.normal(-(AMOUNT_LOG_SD**2) / 2, AMOUNT_LOG_SD, n))
+    amount = np.round(PRODUCT_AMOUNT[product] * SEGMENT_AMOUNT[segment] * noise, -2)
+    amount = np.maximum(amount, 100.0)
+    intent = rng.normal(0.0, 1.0, n) + SOURCE_INTENT[source]
+
+    # Each rep works a book of accounts; a few accounts come back often, and expansions and
+    # renewals go to the established part of the book.
+    book = np.maximum(10, np.ceil(np.bincount(rep, minlength=org.size) * ACCOUNTS_PER_DEAL))
+    offset = np.concatenate([[0], np.cumsum(book)[:-1]]).astype(np.int64)
+    u = rng.random(n)
+    share = np.where(deal_type == 0, u**1.6, 0.3 * u)
+    account = offset[rep] + np.floor(share * book[rep]).astype(np.int64)
+    return Deals(
+        created=created,
+        owner=rep.astype(np.int64),
+        region=region,
+        segment=segment,
+        product=product,
+        source=source,
+        deal_type=deal_type,
+        account=account,
+        amount=amount,
+        intent=intent,
+    )
