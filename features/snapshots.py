@@ -104,16 +104,18 @@ def enriched_history(history: DealHistory) -> pl.LazyFrame:
     """
     stages = history.pipeline.frame().lazy().select("stage", "stage_order", "stage_kind")
 
-    # Rows of one deal at the same instant keep their file order (``_seq``) as the tiebreak.
+    # Sorted once by deal and time (rows of one deal at one instant keep their file order), so
+    # every window below is a plain ``over("deal_id")`` that runs in frame order.
     def by_deal(expr: pl.Expr) -> pl.Expr:
-        return expr.over("deal_id", order_by=["changed_at", "_seq"])
+        return expr.over("deal_id")
 
     h = (
         history.stage_history.select(
             "deal_id", "changed_at", "stage", "amount", "expected_close_date", "forecast_category"
         )
         .with_row_index("_seq")
-        .join(stages, on="stage", how="left")
+        .sort("deal_id", "changed_at", "_seq")
+        .join(stages, on="stage", how="left", maintain_order="left")
         .with_columns(
             by_deal(pl.col("amount", "expected_close_date", "forecast_category").forward_fill()),
             by_deal(pl.col("stage").shift(1)).alias("_prev_stage"),
@@ -169,11 +171,13 @@ def enriched_history(history: DealHistory) -> pl.LazyFrame:
         )
     )
     # Several rows of one deal at one instant: the last one is the state from then on.
-    return (
-        h.sort("changed_at", "_seq")
-        .unique(["deal_id", "changed_at"], keep="last", maintain_order=True)
-        .drop("_seq")
-    )
+    return h.filter(_last_of_instant("changed_at")).drop("_seq").sort("changed_at")
+
+
+def _last_of_instant(time_col: str) -> pl.Expr:
+    """True on the last row of each run of one deal at one instant (frame sorted by both)."""
+    nxt_deal, nxt_time = pl.col("deal_id").shift(-1), pl.col(time_col).shift(-1)
+    return ((pl.col("deal_id") != nxt_deal) | (pl.col(time_col) != nxt_time)).fill_null(True)
 
 
 def _open_pairs(history: DealHistory, as_ofs: pl.LazyFrame) -> pl.LazyFrame:
@@ -273,27 +277,22 @@ def _activity_counts(history: DealHistory, keys: pl.LazyFrame) -> pl.LazyFrame:
     """
     acts = history.activities.filter(pl.col("deal_id").is_not_null())
     counters = ["all", *ACTIVITY_TYPES]
-    # Running counts per deal, then one row per (deal, instant) holding the counts after every
-    # activity of that instant, so an as-of lookup never lands between two tied rows.
+    # Running counts per deal in time order (``over`` keeps frame order within a deal). Of
+    # several activities at one instant, a backward as-of join takes the last row, which
+    # holds the counts after all of them.
     running = (
         acts.select(
             "deal_id",
             "occurred_at",
             *[
-                (
-                    pl.col("occurred_at").cum_count()
-                    if t == "all"
-                    else (pl.col("type") == t).cast(pl.Int64).cum_sum()
-                )
+                (pl.col("occurred_at").is_not_null() if t == "all" else pl.col("type") == t)
                 .cast(pl.Int64)
-                .over("deal_id", order_by="occurred_at")
                 .alias(f"_n__{t}")
                 for t in counters
             ],
         )
-        .group_by("deal_id", "occurred_at")
-        .agg(pl.col(f"_n__{t}").max() for t in counters)
         .sort("occurred_at")
+        .with_columns(pl.col(f"_n__{t}").cum_sum().over("deal_id") for t in counters)
     )
     out = keys.sort("as_of").join_asof(
         running.rename({"occurred_at": "_last_activity_at"}),
