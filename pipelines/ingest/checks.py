@@ -15,10 +15,25 @@ import polars as pl
 
 from features.contract import SCHEMAS, TS
 from pipelines.ingest.mapping import CLOSE_DATE, RawTable
-from pipelines.ingest.parsing import cast_typed, parse_date, parse_float, parse_timestamp
+from pipelines.ingest.parsing import (
+    cast_typed,
+    normalise_forecast_category,
+    parse_date,
+    parse_float,
+    parse_timestamp,
+)
 from pipelines.ingest.reading import REPLACEMENT, ROW
 
-__all__ = ["ISSUE_SCHEMA", "Rows", "parse_rows", "raw_of", "missing", "ts_text", "plural"]
+__all__ = [
+    "ISSUE_SCHEMA",
+    "Rows",
+    "checked_forecast_category",
+    "parse_rows",
+    "raw_of",
+    "missing",
+    "ts_text",
+    "plural",
+]
 
 ISSUE_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.String(),
@@ -213,3 +228,18 @@ def _utf8_reason(col: pl.Expr, label: str) -> pl.Expr:
             "re-export the file as UTF-8"
         )
     )
+
+
+def checked_forecast_category(rows: Rows) -> pl.Expr:
+    """Flag unrecognised ``forecast_category`` values; return the normalised column."""
+    category, known = normalise_forecast_category(pl.col("forecast_category"))
+    rows.flag(
+        "forecast_category",
+        pl.when(~known).then(
+            pl.format(
+                "forecast_category '{}' is not pipeline, best_case, commit or omitted",
+                pl.col("forecast_category"),
+            )
+        ),
+    )
+    return category.alias("forecast_category")

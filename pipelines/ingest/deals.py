@@ -29,9 +29,16 @@ from __future__ import annotations
 import polars as pl
 
 from features.contract import SCHEMAS, PipelineConfig
-from pipelines.ingest.checks import Rows, missing, plural, raw_of, ts_text
+from pipelines.ingest.checks import (
+    Rows,
+    checked_forecast_category,
+    missing,
+    plural,
+    raw_of,
+    ts_text,
+)
 from pipelines.ingest.mapping import CLOSE_DATE
-from pipelines.ingest.parsing import normalise_deal_type, normalise_forecast_category, parse_bool
+from pipelines.ingest.parsing import normalise_deal_type, parse_bool
 from pipelines.ingest.reading import ROW
 
 __all__ = ["prepare_deals", "finish_deals", "stage_kind", "close_entries"]
@@ -219,17 +226,8 @@ def _normalise_categories(rows: Rows) -> None:
             pl.format("deal_type '{}' is not new, expansion or renewal", pl.col("deal_type"))
         ),
     )
-    category, known = normalise_forecast_category(pl.col("forecast_category"))
-    rows.flag(
-        "forecast_category",
-        pl.when(~known).then(
-            pl.format(
-                "forecast_category '{}' is not pipeline, best_case, commit or omitted",
-                pl.col("forecast_category"),
-            )
-        ),
-    )
-    rows.update(value.alias("deal_type"), category.alias("forecast_category"))
+    category = checked_forecast_category(rows)
+    rows.update(value.alias("deal_type"), category)
 
 
 def _salesforce_flags(rows: Rows, columns: list[str]) -> None:

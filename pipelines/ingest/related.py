@@ -20,9 +20,9 @@ from __future__ import annotations
 import polars as pl
 
 from features.contract import SCHEMAS, PipelineConfig
-from pipelines.ingest.checks import Rows, missing, ts_text
+from pipelines.ingest.checks import Rows, checked_forecast_category, missing, ts_text
 from pipelines.ingest.deals import stage_kind
-from pipelines.ingest.parsing import normalise_activity_type, normalise_forecast_category
+from pipelines.ingest.parsing import normalise_activity_type
 from pipelines.ingest.reading import ROW
 
 __all__ = [
@@ -67,17 +67,8 @@ def prepare_history(rows: Rows, pipeline: PipelineConfig, aliases: dict[str, str
         ),
     )
     rows.flag("amount", pl.when(pl.col("amount") < 0).then(pl.lit("negative amount")))
-    category, known = normalise_forecast_category(pl.col("forecast_category"))
-    rows.flag(
-        "forecast_category",
-        pl.when(~known).then(
-            pl.format(
-                "forecast_category '{}' is not pipeline, best_case, commit or omitted",
-                pl.col("forecast_category"),
-            )
-        ),
-    )
-    rows.update(category.alias("forecast_category"))
+    category = checked_forecast_category(rows)
+    rows.update(category)
 
 
 def finish_history(rows: Rows, deals: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
