@@ -94,13 +94,14 @@ def _days(delta: pl.Expr) -> pl.Expr:
     return delta.dt.total_microseconds().cast(pl.Float64) / _DAY_US
 
 
-def enriched_history(history: DealHistory) -> pl.LazyFrame:
+def enriched_history(history: DealHistory, *, deals: pl.LazyFrame | None = None) -> pl.LazyFrame:
     """Stage history with running, point-in-time counters per deal.
 
     Each row carries what is known about its deal from its own ``changed_at`` on: the
     carried-forward amount / expected close date / forecast category, when the current stage
     was entered, and running counts of stage regressions and close-date pushes. Every running
-    value at row i depends on rows <= i only.
+    value at row i depends on rows <= i only. ``deals`` (a frame with ``deal_id``) limits the
+    work to those deals; every value is per deal, so the rows kept are unchanged by it.
     """
     stages = history.pipeline.frame().lazy().select("stage", "stage_order", "stage_kind")
 
@@ -109,8 +110,11 @@ def enriched_history(history: DealHistory) -> pl.LazyFrame:
     def by_deal(expr: pl.Expr) -> pl.Expr:
         return expr.over("deal_id")
 
+    rows = history.stage_history
+    if deals is not None:
+        rows = rows.join(deals.select("deal_id"), on="deal_id", how="semi")
     h = (
-        history.stage_history.select(
+        rows.select(
             "deal_id", "changed_at", "stage", "amount", "expected_close_date", "forecast_category"
         )
         .with_row_index("_seq")
@@ -215,9 +219,10 @@ def deal_states(history: DealHistory, as_ofs: pl.LazyFrame) -> pl.LazyFrame:
         close_date_pushes, days_pushed_total`` — one row per deal open as of ``as_of``.
         State columns are null for a deal with no history row at or before ``as_of``.
     """
-    pairs = _open_pairs(history, as_ofs).sort("as_of")
+    pairs = _open_pairs(history, as_ofs).sort("as_of").cache()
+    touched = pairs.select("deal_id").unique()
     return pairs.join_asof(
-        enriched_history(history),
+        enriched_history(history, deals=touched),
         left_on="as_of",
         right_on="changed_at",
         by="deal_id",
@@ -275,7 +280,8 @@ def _activity_counts(history: DealHistory, keys: pl.LazyFrame) -> pl.LazyFrame:
     Running counts per deal (one per type) are looked up with backward as-of joins at T and at
     T - window: the count in (T - window, T] is their difference.
     """
-    acts = history.activities.filter(pl.col("deal_id").is_not_null())
+    # Only activities of the deals asked about can matter.
+    acts = history.activities.join(keys.select("deal_id").unique(), on="deal_id", how="semi")
     counters = ["all", *ACTIVITY_TYPES]
     # Running counts per deal in time order (``over`` keeps frame order within a deal). Of
     # several activities at one instant, a backward as-of join takes the last row, which
@@ -293,6 +299,7 @@ def _activity_counts(history: DealHistory, keys: pl.LazyFrame) -> pl.LazyFrame:
         )
         .sort("occurred_at")
         .with_columns(pl.col(f"_n__{t}").cum_sum().over("deal_id") for t in counters)
+        .cache()  # looked up three times below
     )
     out = keys.sort("as_of").join_asof(
         running.rename({"occurred_at": "_last_activity_at"}),
@@ -431,8 +438,12 @@ def snapshot_features(
             .alias("label_closed_at"),
         )
     )
-    states = deal_states(history, keys_frame).join(
-        deal_dimensions(history), on="deal_id", how="left"
+    # Three branches (activities, owner statistics, the main chain) read the states: cache()
+    # makes the plan compute them once.
+    states = (
+        deal_states(history, keys_frame)
+        .join(deal_dimensions(history), on="deal_id", how="left")
+        .cache()
     )
     keys = states.select("deal_id", "as_of", "owner_id")
     frame = (
