@@ -310,7 +310,8 @@ def _activity_counts(history: DealHistory, keys: pl.LazyFrame) -> pl.LazyFrame:
         check_sortedness=False,
     )
     exprs: list[pl.Expr] = [
-        _days(pl.col("as_of") - pl.col("_last_activity_at")).alias("days_since_last_activity")
+        _days(pl.col("as_of") - pl.col("_last_activity_at")).alias("days_since_last_activity"),
+        pl.col("_n__all").fill_null(0).alias("activity_count__total"),
     ]
     for window in ACTIVITY_WINDOWS:
         suffix = f"_{window}"
@@ -408,7 +409,8 @@ def snapshot_features(
           amount_change, expected_close_date, forecast_category``
         - process: ``days_in_stage, deal_age_days, stage_regressions, close_date_pushes,
           days_pushed_total, days_to_expected_close`` (negative when past due)
-        - activity: ``activity_count__{7,30}d[__<type>]``, ``days_since_last_activity``
+        - activity: ``activity_count__{7,30}d[__<type>]``, ``activity_count__total`` (since
+          creation), ``days_since_last_activity``
         - owner: ``owner_win_rate__365d, owner_closed_count__365d,
           owner_median_cycle_days__365d, owner_tenure_days``
         - dimensions: ``owner_id, team, region, product, segment, source, deal_type,
@@ -483,6 +485,7 @@ def snapshot_features(
         "days_pushed_total",
         "days_to_expected_close",
         *activity_cols,
+        "activity_count__total",
         "days_since_last_activity",
         "owner_win_rate__365d",
         "owner_closed_count__365d",

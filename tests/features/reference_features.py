@@ -114,6 +114,7 @@ def _one(raw: Raw, deal: dict, as_of: datetime, teams: dict, hired: dict) -> dic
         out[f"activity_count__{window}d"] = len(recent)
         for t in ACTIVITY_TYPES:
             out[f"activity_count__{window}d__{t}"] = sum(a["type"] == t for a in recent)
+    out["activity_count__total"] = len(acts)
     last = max((a["occurred_at"] for a in acts), default=None)
     out["days_since_last_activity"] = _days(as_of - last) if last else None
     closed = [
