@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 
 from pipelines.console import DataOption, OutputFormat, console, data_dir, emit, fail
@@ -189,6 +192,32 @@ def kpis(
         print_kpis(table, by=by or [])
     else:
         emit(table, fmt)
+
+
+@app.command()
+def train(
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    test_months: Annotated[
+        int, typer.Option("--test-months", help="Months of newest deals held out for scoring.")
+    ] = 9,
+    data: DataOption = None,
+) -> None:
+    """Fit the close-probability model, score it on a later period, register it in MLflow."""
+    from features.store import StoreNotFoundError
+    from pipelines.train import run_train
+
+    try:
+        result = run_train(data_dir(data), test_months=test_months)
+    except StoreNotFoundError as exc:
+        raise fail(str(exc)) from None
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(result, default=str, indent=1) + "\n")
+        return
+    rows = [
+        {"metric": k, "value": str(round(v, 4) if isinstance(v, float) else v)}
+        for k, v in result.items()
+    ]
+    emit(pl.DataFrame(rows), fmt, title="close probability, held-out period")
 
 
 @app.command()

@@ -1,0 +1,47 @@
+"""`dealcast train`: metrics printed as JSON, one MLflow run, a registered version, the gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from models.tracking import tracking_uri
+from pipelines.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("train")
+    src = data / "src"
+    assert (
+        runner.invoke(
+            app, ["simulate", "--out", str(src), "--deals", "2000", "--months", "24"]
+        ).exit_code
+        == 0
+    )
+    assert runner.invoke(app, ["ingest", str(src), "--data", str(data)]).exit_code == 0
+    return data
+
+
+def test_train_prints_metrics_and_registers(demo_store: Path) -> None:
+    result = runner.invoke(app, ["train", "--data", str(demo_store), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout[result.stdout.index("{") :])
+    for key in ("brier", "auc", "ece", "log_loss", "baseline_brier", "oracle_brier"):
+        assert isinstance(out[key], float)
+    assert out["alias"] == "champion" and out["version"] == 1
+    client = MlflowClient(tracking_uri(demo_store))
+    run = client.get_run(out["run_id"])
+    assert run.data.metrics["brier"] == pytest.approx(out["brier"])
+    artifacts = {a.path for a in client.list_artifacts(out["run_id"])}
+    assert "reliability.png" in artifacts and "feature_importance.csv" in artifacts
+    # the same data again cannot beat the champion: the new version is only a challenger
+    again = runner.invoke(app, ["train", "--data", str(demo_store), "--format", "json"])
+    second = json.loads(again.stdout[again.stdout.index("{") :])
+    assert second["version"] == 2 and second["alias"] == "challenger"
