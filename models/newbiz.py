@@ -40,6 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from features.contract import DIMENSIONS, TS, DealHistory
 from features.snapshots import deal_dimensions
+from models.baselines import monthly_bookings as baseline_monthly_bookings
 
 __all__ = [
     "BookingsProphet",
@@ -238,32 +239,8 @@ def monthly_bookings(
     """
     t0 = _origin_ts(origin)
     cols = _check_by(by)
-    first = _first_month(history, t0)
-    last = _idx(t0) - 1
-    if first is None or first > last:
-        return pl.DataFrame(
-            schema={**{c: pl.String() for c in cols}, "month": pl.Date(), "bookings": pl.Float64()}
-        )
-    sums = (
-        _won_deals(history, t0, cols)
-        .group_by(*cols, "_closed")
-        .agg(pl.col("amount").sum().alias("bookings"))
-    )
-    grid = (
-        pl.LazyFrame({"_closed": list(range(first, last + 1)), "_one": 1})
-        .join(_segments(history, t0, cols), on="_one")
-        .drop("_one")
-    )
-    return (
-        grid.join(sums, on=[*cols, "_closed"], how="left", nulls_equal=True)
-        .select(
-            *cols,
-            _idx_to_date(pl.col("_closed")).alias("month"),
-            pl.col("bookings").fill_null(0.0),
-        )
-        .sort(*cols, "month", nulls_last=True)
-        .collect()
-    )
+    series = baseline_monthly_bookings(history, by=cols or None, before=t0)
+    return series.select(*cols, "month", "bookings").sort(*cols, "month", nulls_last=True)
 
 
 # -- one series: Prophet or the robust fallback -----------------------------------------------
