@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+import numpy as np
 import polars as pl
 
 from features.contract import DealHistory
@@ -22,6 +23,8 @@ __all__ = [
     "NUMERIC_FEATURES",
     "FEATURES",
     "TimeSplit",
+    "booster_matrix",
+    "category_levels",
     "features_of",
     "labelled_snapshots",
     "time_split",
@@ -165,3 +168,34 @@ def time_split(
 def features_of(frame: pl.DataFrame) -> pl.DataFrame:
     """The model columns of a snapshot frame, in ``FEATURES`` order (labels dropped)."""
     return frame.select(FEATURES)
+
+
+def category_levels(frame: pl.DataFrame) -> dict[str, list[str]]:
+    """The sorted levels of each categorical feature seen in ``frame`` (fixed at fit time)."""
+    return {
+        c: sorted(frame[c].drop_nulls().unique().cast(pl.String).to_list())
+        for c in CATEGORICAL_FEATURES
+    }
+
+
+def booster_matrix(
+    frame: pl.DataFrame, *, numeric: tuple[str, ...], levels: dict[str, list[str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A gradient booster's input and its categorical mask.
+
+    Columns ``numeric`` as floats, then each categorical feature as the index of its level in
+    ``levels`` (NaN for a level unseen at fit time, which the booster treats as missing).
+    """
+    exprs = [pl.col(c).cast(pl.Float64) for c in numeric] + [
+        pl.col(c)
+        .cast(pl.String)
+        .replace_strict(
+            {level: float(i) for i, level in enumerate(levels[c])},
+            default=None,
+            return_dtype=pl.Float64,
+        )
+        .alias(c)
+        for c in CATEGORICAL_FEATURES
+    ]
+    mask = np.array([False] * len(numeric) + [True] * len(CATEGORICAL_FEATURES))
+    return frame.select(exprs).to_numpy().astype(np.float64), mask

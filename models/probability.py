@@ -25,10 +25,11 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from models.dataset import (
-    CATEGORICAL_FEATURES,
     DERIVED_FEATURES,
     FEATURES,
     NUMERIC_FEATURES,
+    booster_matrix,
+    category_levels,
     time_split,
     with_derived,
 )
@@ -124,10 +125,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         self.n_deals_ = frame["deal_id"].n_unique()
         self.stage_rates_ = stage_win_rates(frame)
         self.base_rate_ = float(labels.mean()) if labels.size else 0.0
-        self.categories_ = {
-            c: sorted(v for v in frame[c].unique().to_list() if v is not None)
-            for c in CATEGORICAL_FEATURES
-        }
+        self.categories_ = category_levels(frame)
         self.fallback_: str | None = None
         self.estimator_: object | None = None
         self.calibration_ = "none"
@@ -155,12 +153,12 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
                 else int(np.clip(fit_part.height / 150, 20, 300))
             ),
             l2_regularization=self.l2_regularization,
-            categorical_features="from_dtype",
+            categorical_features=self._design(fit_part.head(0))[1],
             # No early stopping: its random validation rows share deals with the training
             # rows (many snapshots per deal), so it never stops; regularise by leaf size.
             early_stopping=False,
             random_state=self.random_state,
-        ).fit(self._design(fit_part), fit_part["label_won"].to_numpy())
+        ).fit(self._design(fit_part)[0], fit_part["label_won"].to_numpy())
         self.booster_ = booster
         if cal_part.height == 0:
             self.calibration_ = "none (no later slice with both outcomes)"
@@ -171,21 +169,18 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
             method = "isotonic" if cal_part.height >= 2000 else "sigmoid"
         self.calibration_ = method
         self.estimator_ = CalibratedClassifierCV(FrozenEstimator(booster), method=method).fit(
-            self._design(cal_part), cal_part["label_won"].to_numpy()
+            self._design(cal_part)[0], cal_part["label_won"].to_numpy()
         )
         return self
 
     # -- scoring ----------------------------------------------------------------------------
-    def _design(self, frame: pl.DataFrame) -> pd.DataFrame:
-        """The booster's input: numeric columns as floats, categoricals with fixed levels."""
-        numeric = (
-            with_derived(frame.select(pl.col(NUMERIC_FEATURES).cast(pl.Float64)))
-            .select(*NUMERIC_FEATURES, *DERIVED_FEATURES)
-            .to_pandas()
+    def _design(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The booster's input (numeric and derived columns, categorical level codes) and mask."""
+        return booster_matrix(
+            with_derived(frame),
+            numeric=(*NUMERIC_FEATURES, *DERIVED_FEATURES),
+            levels=self.categories_,
         )
-        for c in CATEGORICAL_FEATURES:
-            numeric[c] = pd.Categorical(frame[c].to_list(), categories=self.categories_[c])
-        return numeric
 
     def _stage_prior(self, frame: pl.DataFrame) -> np.ndarray:
         return np.array(
@@ -201,7 +196,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         if self.estimator_ is None:
             won = prior
         else:
-            model = self.estimator_.predict_proba(self._design(frame))[:, 1]  # type: ignore[attr-defined]
+            model = self.estimator_.predict_proba(self._design(frame)[0])[:, 1]  # type: ignore[attr-defined]
             won = self.model_weight_ * model + (1.0 - self.model_weight_) * prior
         won = np.clip(won, 0.0, 1.0)
         return np.column_stack([1.0 - won, won])

@@ -21,7 +21,13 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.utils.validation import check_is_fitted
 
 from features.contract import TS
-from models.dataset import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES
+from models.dataset import (
+    CATEGORICAL_FEATURES,
+    FEATURES,
+    NUMERIC_FEATURES,
+    booster_matrix,
+    category_levels,
+)
 
 __all__ = [
     "CloseTimingModel",
@@ -314,10 +320,7 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
         self.fallback_ = frame.height < self.min_rows or len(np.unique(target)) < 2
         self.booster_: HistGradientBoostingClassifier | None = None
         self.blend_weight_ = 0.0
-        self.categories_ = {
-            c: sorted(frame[c].drop_nulls().unique().cast(pl.String).to_list())
-            for c in CATEGORICAL_FEATURES
-        }
+        self.categories_ = category_levels(frame)
         self.feature_names_in_model_ = (*NUMERIC_FEATURES, *DERIVED_FEATURES, *CATEGORICAL_FEATURES)
         self.temperature_ = 1.0
         if not self.fallback_:
@@ -444,17 +447,9 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
         return np.array([n in CATEGORICAL_FEATURES for n in names])
 
     def _matrix(self, frame: pl.DataFrame) -> np.ndarray:
-        derived = _with_derived(frame.select(TIMING_INPUTS))
-        exprs: list[pl.Expr] = [
-            pl.col(c).cast(pl.Float64) for c in (*NUMERIC_FEATURES, *DERIVED_FEATURES)
-        ]
-        for c in CATEGORICAL_FEATURES:
-            levels = self.categories_[c]
-            mapping = {level: float(i) for i, level in enumerate(levels)}
-            exprs.append(
-                pl.col(c)
-                .cast(pl.String)
-                .replace_strict(mapping, default=None, return_dtype=pl.Float64)
-                .alias(c)
-            )
-        return derived.select(exprs).to_numpy().astype(np.float64)
+        matrix, _ = booster_matrix(
+            _with_derived(frame.select(TIMING_INPUTS)),
+            numeric=(*NUMERIC_FEATURES, *DERIVED_FEATURES),
+            levels=self.categories_,
+        )
+        return matrix
