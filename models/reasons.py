@@ -68,16 +68,7 @@ REASON_GROUPS: dict[str, tuple[tuple[str, ...], Phrase]] = {
     "pushes": (("close_date_pushes", "days_pushed_total"), _pushes),
     "silence": (("days_since_last_activity",), _silence),
     "activity": (
-        (
-            "activity_count__7d",
-            "activity_count__30d",
-            "activity_count__30d__call",
-            "activity_count__30d__email",
-            "activity_count__30d__meeting",
-            "activity_count__30d__demo",
-            "activity_count__30d__proposal",
-            "activity_count__total",
-        ),
+        tuple(c for c in NUMERIC_FEATURES if c.startswith("activity_count__")),
         _activity,
     ),
     "owner": (
