@@ -58,16 +58,26 @@ class Deals:
         return int(self.account.max()) + 1 if self.size else 0
 
 
-def creation_weights(clock: Clock, org: Org, plan: AnomalyPlan) -> np.ndarray:
-    """Expected new deals per ``[rep, month]``: load × ramp × growth × seasonality."""
-    starts = clock.month_starts[: clock.months].astype(np.float64)
-    ends = clock.month_starts[1 : clock.months + 1].astype(np.float64)
+def creation_weights(
+    clock: Clock, org: Org, plan: AnomalyPlan, *, months: int | None = None
+) -> np.ndarray:
+    """Expected new deals per ``[rep, month]``: load × ramp × growth × seasonality.
+
+    ``months`` (default the history's) may run past the end of the history, up to the clock's
+    extra months: a plan made before those months happen; anomalies never extend past the end.
+    """
+    n = clock.months if months is None else months
+    starts = clock.month_starts[:n].astype(np.float64)
+    ends = clock.month_starts[1 : n + 1].astype(np.float64)
     lo = np.maximum(starts[None, :], org.hired[:, None].astype(np.float64))
     active = np.clip((ends[None, :] - lo) / (ends - starts)[None, :], 0.0, 1.0)
     mid = (lo + ends[None, :]) / 2.0
     reps = np.broadcast_to(np.arange(org.size)[:, None], mid.shape)
     growth = (1.0 + GROWTH_PER_YEAR) ** (mid / (365.25 * DAY))
-    season = MONTH_SEASONALITY[clock.calendar_month[: clock.months] - 1]
+    season = MONTH_SEASONALITY[clock.calendar_month[:n] - 1]
+    anomaly = plan.creation_factor(clock, org)
+    if n > clock.months:
+        anomaly = np.pad(anomaly, ((0, 0), (0, n - clock.months)), constant_values=1.0)
     return (
         DEALS_PER_REP_MONTH
         * org.volume[:, None]
@@ -75,7 +85,7 @@ def creation_weights(clock: Clock, org: Org, plan: AnomalyPlan) -> np.ndarray:
         * growth
         * season[None, :]
         * active
-        * plan.creation_factor(clock, org)
+        * anomaly[:, :n]
     )
 
 

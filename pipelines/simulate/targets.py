@@ -10,7 +10,12 @@ from pipelines.simulate.clock import Clock
 from pipelines.simulate.demand import Deals, creation_weights
 from pipelines.simulate.funnel import Funnel
 from pipelines.simulate.org import Org
-from pipelines.simulate.world import TARGET_AMBITION, TARGET_LAG_MONTHS, TARGET_QUARTER_SHAPE
+from pipelines.simulate.world import (
+    TARGET_AMBITION,
+    TARGET_LAG_MONTHS,
+    TARGET_MONTHS_AHEAD,
+    TARGET_QUARTER_SHAPE,
+)
 
 __all__: list[str] = []  # internal to pipelines.simulate
 
@@ -23,15 +28,18 @@ def build_targets(
     A rep's target for month m is the bookings its planned deal creation of month
     ``m - TARGET_LAG_MONTHS`` should bring (ramp-aware, anomalies unknown to the plan) at the
     company's expected value per new deal, shaped for the quarter-end, times a bit of ambition.
-    Team, region and company targets are the sums of their reps'.
+    Team, region and company targets are the sums of their reps'. The plan runs
+    ``TARGET_MONTHS_AHEAD`` months past the end of the history, as a real one would: the months
+    being forecast have targets.
     """
-    planned = creation_weights(clock, org, AnomalyPlan())
-    lagged = planned[:, np.maximum(np.arange(clock.months) - TARGET_LAG_MONTHS, 0)]
+    months = clock.months + TARGET_MONTHS_AHEAD
+    planned = creation_weights(clock, org, AnomalyPlan(), months=months)
+    lagged = planned[:, np.maximum(np.arange(months) - TARGET_LAG_MONTHS, 0)]
     value = float(np.mean(np.prod(funnel.p, axis=1) * deals.amount)) if deals.size else 0.0
-    shape = TARGET_QUARTER_SHAPE[(clock.calendar_month[: clock.months] - 1) % 3]
+    shape = TARGET_QUARTER_SHAPE[(clock.calendar_month[:months] - 1) % 3]
     amount = np.round(lagged * value * shape[None, :] * TARGET_AMBITION, -3)
     rep, month = np.nonzero(amount > 0)
-    periods = pl.Series([clock.month_label(m) for m in range(clock.months)])
+    periods = pl.Series([clock.month_label(m) for m in range(months)])
     owner = pl.DataFrame(
         {
             "owner_id": reps["owner_id"].gather(rep),

@@ -152,6 +152,7 @@ assert len(ACTIVITY_TYPES) == ACTIVITY_MIX_BY_STAGE.shape[1]
 TARGET_AMBITION = 1.1
 TARGET_QUARTER_SHAPE = np.array([0.85, 0.85, 1.30])  # month 1, 2, 3 of a quarter
 TARGET_LAG_MONTHS = 2  # bookings follow creation by about a cycle
+TARGET_MONTHS_AHEAD = 6  # the plan covers the half year after the end of the history
 
 # -- anomalies --------------------------------------------------------------------------------
 ANOMALY_MIN_MONTHS = 17  # their windows (8 months) fit in the second half after a lead month

@@ -10,6 +10,7 @@ import pytest
 
 from features.contract import DEFAULT_PIPELINE, SCHEMAS, PipelineConfig
 from pipelines.simulate import SimConfig, SimulatedCompany, simulate_company, write_company
+from pipelines.simulate.world import TARGET_MONTHS_AHEAD
 
 TABLES = ("deals", "stage_history", "activities", "reps", "targets")
 TRUTH_SCHEMAS = {
@@ -170,7 +171,8 @@ def test_targets_roll_up_from_reps(company: SimulatedCompany) -> None:
     reps = company.tables["reps"]
     assert set(targets["scope_type"]) == {"company", "team", "region", "owner"}
     assert targets.select(pl.col("period").str.contains(r"^\d{4}-\d{2}$").all()).item()
-    assert targets["period"].n_unique() == 18
+    # the 18 months of history and the plan for the 6 after its end
+    assert targets["period"].n_unique() == 18 + TARGET_MONTHS_AHEAD
     assert targets.select((pl.col("amount") > 0).all()).item()
     owner = targets.filter(pl.col("scope_type") == "owner").join(
         reps.select(pl.col("owner_id").alias("scope_id"), "team", "region"), on="scope_id"
