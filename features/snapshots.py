@@ -19,6 +19,7 @@ from features.contract import ACTIVITY_TYPES, TS, DealHistory
 __all__ = [
     "as_of_frame",
     "data_end",
+    "data_now",
     "deal_dimensions",
     "deal_states",
     "enriched_history",
@@ -87,6 +88,16 @@ def data_end(history: DealHistory) -> datetime:
     if value is None:
         raise ValueError("the history holds no timestamps: is the deals table empty?")
     return value
+
+
+def data_now(history: DealHistory) -> datetime:
+    """"Now" for a forecast or a score: the end of the day of the latest timestamp (00:00 UTC).
+
+    An export taken on a day holds that whole day: a store whose last row is 2026-10-31 23:53
+    has October complete, and its next forecast is made as of 2026-11-01 00:00.
+    """
+    end = data_end(history)
+    return end.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
 
 
 def _days(delta: pl.Expr) -> pl.Expr:

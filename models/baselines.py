@@ -24,7 +24,7 @@ import polars as pl
 
 from features.contract import DIMENSIONS, TS, DealHistory
 from features.kpis_pipeline import stage_win_rates
-from features.snapshots import as_of_frame, data_end, deal_dimensions, pipeline_as_of
+from features.snapshots import as_of_frame, data_now, deal_dimensions, pipeline_as_of
 
 __all__ = [
     "monthly_bookings",
@@ -137,7 +137,7 @@ def monthly_bookings(
         Dimensions of ``features.contract.DIMENSIONS`` to group by (``team`` from ``reps``).
     before : date or datetime, optional
         The instant the series is known at (a bare date is 00:00 UTC); default the end of the
-        data (:func:`features.snapshots.data_end`).
+        data (:func:`features.snapshots.data_now`, the end of its last day).
 
     Returns
     -------
@@ -152,7 +152,7 @@ def monthly_bookings(
     >>> monthly_bookings(history, by="region", before=date(2026, 7, 1))  # doctest: +SKIP
     """
     dims = _dimensions(by)
-    limit = _instant(before) if before is not None else data_end(history)
+    limit = _instant(before) if before is not None else data_now(history)
     empty = pl.DataFrame(
         schema={"month": pl.Date(), **{d: pl.String() for d in dims}, "bookings": pl.Float64()}
     )
