@@ -146,6 +146,33 @@ def _dealcast(
     )
 
 
+def _method_column(
+    method: str,
+    history: DealHistory,
+    origin: date,
+    series: pl.DataFrame,
+    hs: list[int],
+    dims: list[str],
+    n_samples: int,
+    snapshots: pl.DataFrame,
+) -> pl.DataFrame:
+    """``segment, horizon, <method>[, <method>__p10, <method>__p90]`` at one origin."""
+    if method == "run_rate":
+        return _point(run_rate(series, origin, hs), dims, method)
+    if method in ("stage_weighted_crm", "stage_weighted_hist"):
+        weighted = stage_weighted(
+            history,
+            origin,
+            hs,
+            probability="crm" if method.endswith("crm") else "hist",
+            by=dims or None,
+        )
+        return _point(weighted, dims, method)
+    if method == "prophet_only":
+        return _prophet_only(history, origin, hs, dims, n_samples)
+    return _dealcast(history, origin, hs, dims, n_samples, snapshots)
+
+
 def run_backtest(
     history: DealHistory,
     origins: Sequence[date],
@@ -153,6 +180,7 @@ def run_backtest(
     horizons: Sequence[int] = (0, 1, 2),
     by: str | Sequence[str] | None = None,
     n_samples: int = 1000,
+    methods: Sequence[str] = METHODS,
     on_origin: Callable[[date], None] | None = None,
 ) -> Backtest:
     """Refit every method at each origin and score it on the months that have closed.
@@ -168,6 +196,8 @@ def run_backtest(
         Score per segment instead of the company total.
     n_samples : int
         Monte Carlo draws per origin.
+    methods : sequence of str
+        A subset of :data:`METHODS` (the train job's gate runs ``dealcast`` alone).
     on_origin : callable, optional
         Called after each origin (progress bars).
     """
@@ -177,6 +207,10 @@ def run_backtest(
     if not origins:
         raise ValueError("no origins: give at least one month start")
     dims = [by] if isinstance(by, str) else list(by or ())
+    chosen = [m for m in METHODS if m in set(methods)]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not chosen:
+        raise ValueError(f"methods must be among {', '.join(METHODS)}, got {list(methods)}")
     end = data_now(history)
     ordered = sorted(set(origins))
     # one snapshot table for every origin: Mondays before the last origin, labels filtered per
@@ -195,20 +229,12 @@ def run_backtest(
             "segment", "target_month", "horizon", pl.col("forecast").alias("seasonal_naive")
         )
         columns = [
-            _point(run_rate(series, origin, hs), dims, "run_rate"),
-            _point(
-                stage_weighted(history, origin, hs, probability="crm", by=dims or None),
-                dims,
-                "stage_weighted_crm",
-            ),
-            _point(
-                stage_weighted(history, origin, hs, probability="hist", by=dims or None),
-                dims,
-                "stage_weighted_hist",
-            ),
-            _prophet_only(history, origin, hs, dims, n_samples),
-            _dealcast(history, origin, hs, dims, n_samples, snapshots),
+            _method_column(m, history, origin, series, hs, dims, n_samples, snapshots)
+            for m in chosen
+            if m != "seasonal_naive"
         ]
+        if "seasonal_naive" not in chosen:
+            grid = grid.drop("seasonal_naive")
         row = grid
         for column in columns:
             row = row.join(column, on=["segment", "horizon"], how="full", coalesce=True)
@@ -233,7 +259,7 @@ def run_backtest(
         *(c for m in METHODS for c in (m, f"{m}{P10}", f"{m}{P90}") if c in frame.columns),
     ]
     frame = frame.select(order).sort("segment", "origin", "horizon")
-    summary = summarise(frame, METHODS, by=("method", "horizon"))
+    summary = summarise(frame, chosen, by=("method", "horizon"))
     return Backtest(frame, summary, ordered, hs, dims)
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "JobRun",
     "NoChampionError",
     "artifact_root",
+    "champion_tags",
     "champion_version",
     "job_run",
     "load_champion",
@@ -407,6 +408,7 @@ def log_and_register(
     *,
     name: str,
     input_example: pd.DataFrame | pl.DataFrame,
+    tags: Mapping[str, str] | None = None,
 ) -> int:
     """Log a fitted scikit-learn model in ``run`` and register it as a new version of ``name``.
 
@@ -421,6 +423,8 @@ def log_and_register(
         Registered model name, e.g. ``dealcast-close-probability``.
     input_example : pandas or polars DataFrame
         Rows the model accepts (the first 5 are stored); converted to pandas for MLflow.
+    tags : Mapping[str, str], optional
+        Extra version tags (e.g. ``dealcast.cutoff``, what data the model saw).
 
     Returns
     -------
@@ -473,7 +477,7 @@ def log_and_register(
         source=info.model_uri,
         run_id=run.run_id,
         model_id=info.model_id,
-        tags={"dealcast.job_run": run.run_id},
+        tags={"dealcast.job_run": run.run_id, **dict(tags or {})},
     )
     return int(version.version)
 
@@ -563,6 +567,17 @@ def champion_version(name: str, *, data_dir: Path | None = None) -> int | None:
     with _using(uri):
         sitting = _champion(MlflowClient(tracking_uri=uri), name)
     return None if sitting is None else int(sitting.version)
+
+
+def champion_tags(name: str, *, data_dir: Path | None = None) -> dict[str, str]:
+    """The version tags of ``name@champion`` (empty when there is no champion)."""
+    _check_name(name, "registered model name")
+    uri = _resolve(data_dir, "champion_tags")
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return {}
+    with _using(uri):
+        sitting = _champion(MlflowClient(tracking_uri=uri), name)
+    return {} if sitting is None else dict(sitting.tags)
 
 
 def load_champion(name: str, *, data_dir: Path | None = None) -> Any:

@@ -194,21 +194,52 @@ def kpis(
         emit(table, fmt)
 
 
+def _parse_month(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(f"{value}-01")
+    except ValueError:
+        raise fail(f"{option} expects a month like 2026-06, got {value!r}") from None
+
+
+def _parse_horizons(value: str) -> list[int]:
+    try:
+        out = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise fail(f"--horizons expects integers like 0,1,2, got {value!r}") from None
+    if not out or min(out) < 0:
+        raise fail(f"--horizons expects integers >= 0 like 0,1,2, got {value!r}")
+    return out
+
+
+def _one_dimension(by: str | None) -> str | None:
+    from features.contract import DIMENSIONS
+
+    if by is not None and by not in DIMENSIONS:
+        raise fail(f"--by must be one of {', '.join(DIMENSIONS)}, got {by!r}")
+    return by
+
+
 @app.command()
 def train(
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
     test_months: Annotated[
         int, typer.Option("--test-months", help="Months of newest deals held out for scoring.")
     ] = 9,
+    gate_origins: Annotated[
+        int, typer.Option("--gate-origins", help="Backtest origins that score the new version.")
+    ] = 6,
     data: DataOption = None,
 ) -> None:
-    """Fit the close-probability model, score it on a later period, register it in MLflow."""
+    """Fit close probability and timing, score them, backtest, register them in MLflow."""
     from features.store import StoreNotFoundError
     from pipelines.train import run_train
 
     try:
-        result = run_train(data_dir(data), test_months=test_months)
-    except StoreNotFoundError as exc:
+        with console.status("training: evaluate, fit, backtest the recipe, register"):
+            result = run_train(data_dir(data), test_months=test_months, gate_origins=gate_origins)
+    except (StoreNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(result, default=str, indent=1) + "\n")
@@ -217,7 +248,164 @@ def train(
         {"metric": k, "value": str(round(v, 4) if isinstance(v, float) else v)}
         for k, v in result.items()
     ]
-    emit(pl.DataFrame(rows), fmt, title="close probability, held-out period")
+    emit(pl.DataFrame(rows), fmt, title="close probability (held-out period) and the gate")
+
+
+class TableOrJson(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def forecast(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Forecast as of this day (default: the end of the data)."),
+    ] = None,
+    months: Annotated[int, typer.Option("--months", min=1, max=12)] = 3,
+    by: Annotated[str | None, typer.Option("--by", help="Also forecast per dimension.")] = None,
+    samples: Annotated[int, typer.Option("--samples", min=100)] = 2000,
+    fmt: Annotated[TableOrJson, typer.Option("--format")] = TableOrJson.table,
+    data: DataOption = None,
+) -> None:
+    """Monthly and quarter bookings forecast with P10/P50/P90, kept and logged to MLflow."""
+    from features.store import StoreNotFoundError
+    from pipelines.forecast import forecast_json, run_forecast
+    from pipelines.model_reports import print_forecast
+
+    day = _parse_day(as_of, "--as-of")
+    try:
+        with console.status("forecasting"):
+            result = run_forecast(
+                data_dir(data), as_of=day, months=months, by=_one_dimension(by), n_samples=samples
+            )
+    except (StoreNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if fmt is TableOrJson.json:
+        sys.stdout.write(forecast_json(result) + "\n")
+    else:
+        print_forecast(result)
+
+
+@app.command()
+def backtest(
+    from_: Annotated[str | None, typer.Option("--from", help="First origin (YYYY-MM).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last origin (YYYY-MM).")] = None,
+    horizons: Annotated[
+        str, typer.Option("--horizons", help="Months ahead, e.g. 0,1,2.")
+    ] = "0,1,2",
+    by: Annotated[str | None, typer.Option("--by", help="Score per dimension.")] = None,
+    samples: Annotated[int, typer.Option("--samples", min=100)] = 1000,
+    fmt: Annotated[TableOrJson, typer.Option("--format")] = TableOrJson.table,
+    data: DataOption = None,
+) -> None:
+    """Rolling-origin backtest of dealcast against five baselines; prints the league table."""
+    from features.store import StoreNotFoundError
+    from pipelines.backtest import run_backtest_job
+    from pipelines.model_reports import print_league
+
+    start, end = _parse_month(from_, "--from"), _parse_month(to, "--to")
+    if start and end and start > end:
+        raise fail(f"--from {from_} is after --to {to}")
+    try:
+        result = run_backtest_job(
+            data_dir(data),
+            start=start,
+            end=end,
+            horizons=_parse_horizons(horizons),
+            by=_one_dimension(by),
+            n_samples=samples,
+            show_progress=fmt is TableOrJson.table,
+        )
+    except (StoreNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if fmt is TableOrJson.json:
+        bt = result["backtest"]
+        payload = {
+            "origins": [f"{o:%Y-%m}" for o in bt.origins],
+            "horizons": bt.horizons,
+            "by": bt.by,
+            "summary": bt.league().to_dicts(),
+            "acceptance": result["acceptance"],
+            "run_id": result["run_id"],
+        }
+        sys.stdout.write(json.dumps(payload, default=str, indent=1) + "\n")
+    else:
+        print_league(result)
+
+
+@app.command()
+def pipeline(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Day (default: the end of the data).")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Group by a dimension.")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    data: DataOption = None,
+) -> None:
+    """The weighted pipeline: CRM stage %, historical stage %, and the model, side by side."""
+    from features.snapshots import data_now
+    from features.store import Store, StoreNotFoundError
+    from models.weighted import weighted_pipeline
+    from pipelines.forecast import champion_models
+    from pipelines.model_reports import print_weighted
+
+    day = _parse_day(as_of, "--as-of")
+    try:
+        folder = data_dir(data)
+        history = Store(folder).load()
+        moment = data_now(history)
+        if day is not None:
+            from datetime import UTC, datetime
+
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        models = champion_models(folder, history, moment)
+        frame = weighted_pipeline(history, moment, by=_one_dimension(by), models=models)
+    except (StoreNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if fmt is OutputFormat.table:
+        print_weighted(frame, by=[by] if by else [], as_of=moment)
+        if models is None:
+            console.print(
+                "[dim]model column empty: no @champion fitted at or before this day "
+                "(run `dealcast train`)[/]"
+            )
+    else:
+        emit(frame, fmt)
+
+
+@app.command()
+def evaluate(
+    fmt: Annotated[TableOrJson, typer.Option("--format")] = TableOrJson.table,
+    data: DataOption = None,
+) -> None:
+    """Score every kept forecast whose month has closed; log the accuracy history to MLflow."""
+    from features.store import StoreNotFoundError
+    from pipelines.evaluate import print_evaluate, run_evaluate
+
+    try:
+        result = run_evaluate(data_dir(data))
+    except (StoreNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    print_evaluate(result, fmt.value)
+
+
+@app.command()
+def accuracy(
+    by: Annotated[str | None, typer.Option("--by", help="Per segment of a dimension.")] = None,
+    horizon: Annotated[int | None, typer.Option("--horizon", min=0)] = None,
+    fmt: Annotated[TableOrJson, typer.Option("--format")] = TableOrJson.table,
+    data: DataOption = None,
+) -> None:
+    """Forecast accuracy over time, next to the stage-weighted baseline."""
+    from features.store import StoreNotFoundError
+    from pipelines.evaluate import print_accuracy, run_accuracy
+
+    try:
+        result = run_accuracy(data_dir(data), by=_one_dimension(by), horizon=horizon)
+    except (StoreNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    print_accuracy(result, fmt.value)
 
 
 @app.command()

@@ -1,9 +1,13 @@
-"""The train job: fit and evaluate the close-probability model, one MLflow run, registered.
+"""The train job: evaluate, fit on everything, backtest the recipe, register, gate.
 
-The version is promoted to ``@champion`` only if it beats the current champion on held-out
-Brier (lower is better). Issue 3 asks for the backtest as the gate; until the backtest job
-exists the held-out Brier of the same evaluation is the gate, and the registry tag
-``gate_metric`` says which one was used.
+1. Close probability is evaluated on a held-out later period (``models.evaluation``) next to
+   stage win rates, the CRM probability and, on simulated data, the oracle.
+2. Close probability and timing are refitted on every snapshot known at the end of the data
+   (``models.forecast.fit_deal_models``): these are the models ``dealcast forecast`` uses.
+3. The recipe is backtested on the last ``gate_origins`` months (dealcast alone, refit at each
+   origin); its month-0 WAPE is the version's score.
+4. Both models are logged (signature, input example), registered, and each version gets
+   ``@champion`` only if its score beats the sitting champion's, else ``@challenger``.
 """
 
 from __future__ import annotations
@@ -14,15 +18,21 @@ from pathlib import Path
 import polars as pl
 from sklearn.inspection import permutation_importance
 
+from features.snapshots import data_now
 from features.store import Store
 from models import metrics
+from models.backtest import month_origins, run_backtest
 from models.dataset import FEATURES
 from models.evaluation import ProbabilityEvaluation, evaluate_close_probability
+from models.forecast import fit_deal_models
+from models.timing import TIMING_INPUTS
 from models.tracking import job_run, log_and_register, promote
+from pipelines.backtest import default_origins
+from pipelines.forecast import CUTOFF_TAG, PROBABILITY_MODEL, TIMING_MODEL
 
-__all__ = ["PROBABILITY_MODEL", "run_train"]
+__all__ = ["PROBABILITY_MODEL", "TIMING_MODEL", "run_train"]
 
-PROBABILITY_MODEL = "dealcast-close-probability"
+GATE_METRIC = "backtest WAPE, month 0"
 
 
 def _importances(evaluation: ProbabilityEvaluation, *, rows: int = 1500) -> pl.DataFrame:
@@ -51,19 +61,40 @@ def _importances(evaluation: ProbabilityEvaluation, *, rows: int = 1500) -> pl.D
     )
 
 
-def run_train(data: Path, *, test_months: int = 9) -> dict[str, object]:
-    """Fit, evaluate, log, register and gate the close-probability model; return the metrics."""
+def run_train(
+    data: Path, *, test_months: int = 9, gate_origins: int = 6, months: int = 3
+) -> dict[str, object]:
+    """Evaluate, fit, backtest, log, register and gate both deal models; return the metrics."""
     store = Store(data)
     history = store.load()
     evaluation = evaluate_close_probability(
         history, truth=store.truth("truth_probabilities"), test_months=test_months
     )
     scores = evaluation.metrics
-    params = {"test_months": test_months, **evaluation.model.get_params()}
+    now = data_now(history)
+    final = fit_deal_models(history, now, months=months)
+    first, last = default_origins(now.date(), gate_origins)
+    gate = run_backtest(
+        history, month_origins(first, last), horizons=range(months), methods=["dealcast"]
+    )
+    wape = {
+        f"backtest_wape_h{r['horizon']}": r["wape"]
+        for r in gate.summary.iter_rows(named=True)
+        if r["wape"] is not None
+    }
+    gate_score = wape.get("backtest_wape_h0")
+    params = {
+        "test_months": test_months,
+        "gate_origins": gate_origins,
+        "months": months,
+        "cutoff": now.isoformat(),
+        "probability": evaluation.model.get_params(),
+        "timing": final.timing.get_params(),
+    }
     with job_run(data, "train", params=params) as run:
         numeric = {
             k: float(v)
-            for k, v in scores.items()
+            for k, v in {**scores, **wape, "win_shock": final.win_shock}.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         }
         run.metrics(numeric)
@@ -72,25 +103,43 @@ def run_train(data: Path, *, test_months: int = 9) -> dict[str, object]:
             run.frame(f"reliability_{name}", table)
         if evaluation.model.estimator_ is not None and evaluation.test.height:
             run.frame("feature_importance", _importances(evaluation))
-        version = log_and_register(
-            run,
-            evaluation.model,
-            name=PROBABILITY_MODEL,
-            input_example=evaluation.test.head(5).select(FEATURES),
-        )
-        alias = promote(
-            PROBABILITY_MODEL,
-            version,
-            score=float(scores.get("brier") or scores.get("baseline_brier") or 1.0),
-            higher_is_better=False,
-            data_dir=data,
-        )
-        run.tag("dealcast.gate_metric", "held-out brier")
+        run.frame("gate_backtest", gate.frame)
+        tags = {CUTOFF_TAG: now.isoformat()}
+        example = evaluation.test.head(5) if evaluation.test.height else evaluation.train.head(5)
+        versions = {
+            PROBABILITY_MODEL: log_and_register(
+                run,
+                final.probability,
+                name=PROBABILITY_MODEL,
+                input_example=example.select(FEATURES),
+                tags=tags,
+            ),
+            TIMING_MODEL: log_and_register(
+                run,
+                final.timing,
+                name=TIMING_MODEL,
+                # MLflow signatures take naive datetimes; the model reads naive as UTC
+                input_example=example.select(TIMING_INPUTS).with_columns(
+                    pl.col("as_of").dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+                ),
+                tags=tags,
+            ),
+        }
+        score = gate_score if gate_score is not None and math.isfinite(gate_score) else 1.0
+        aliases = {
+            name: promote(name, version, score=score, higher_is_better=False, data_dir=data)
+            for name, version in versions.items()
+        }
+        run.tag("dealcast.gate_metric", GATE_METRIC)
         run_id = run.run_id
     return {
         **scores,
+        **wape,
+        "gate_metric": GATE_METRIC,
         "model": PROBABILITY_MODEL,
-        "version": version,
-        "alias": alias,
+        "version": versions[PROBABILITY_MODEL],
+        "alias": aliases[PROBABILITY_MODEL],
+        "timing_version": versions[TIMING_MODEL],
+        "timing_alias": aliases[TIMING_MODEL],
         "run_id": run_id,
     }

@@ -41,7 +41,17 @@ def test_train_prints_metrics_and_registers(demo_store: Path) -> None:
     assert run.data.metrics["brier"] == pytest.approx(out["brier"])
     artifacts = {a.path for a in client.list_artifacts(out["run_id"])}
     assert "reliability.png" in artifacts and "feature_importance.csv" in artifacts
+    assert "gate_backtest.csv" in artifacts
+    # the timing model is registered by the same run, gated by the same backtest score
+    assert out["timing_version"] == 1 and out["timing_alias"] == "champion"
+    assert out["gate_metric"] == "backtest WAPE, month 0"
+    assert 0.0 < out["backtest_wape_h0"] < 1.0
+    assert run.data.metrics["backtest_wape_h0"] == pytest.approx(out["backtest_wape_h0"])
+    timing = client.get_model_version_by_alias("dealcast-close-timing", "champion")
+    assert timing.run_id == out["run_id"]
+    assert timing.tags["dealcast.cutoff"].startswith("20")
     # the same data again cannot beat the champion: the new version is only a challenger
     again = runner.invoke(app, ["train", "--data", str(demo_store), "--format", "json"])
     second = json.loads(again.stdout[again.stdout.index("{") :])
     assert second["version"] == 2 and second["alias"] == "challenger"
+    assert second["timing_version"] == 2 and second["timing_alias"] == "challenger"

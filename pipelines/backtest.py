@@ -1,0 +1,118 @@
+"""The backtest job: rolling origins, every method refit at each, one MLflow run, a league table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from features.snapshots import data_now
+from features.store import Store
+from models.backtest import METHODS, Backtest, acceptance, month_origins, run_backtest
+from models.metrics import P10, P90
+from models.tracking import job_run
+from pipelines.console import progress
+
+__all__ = ["default_origins", "run_backtest_job"]
+
+
+def _step(month: date) -> int:
+    """An origin or target month as an MLflow step: ``yyyymm``."""
+    return month.year * 100 + month.month
+
+
+def default_origins(now: date, count: int = 12) -> tuple[date, date]:
+    """The last ``count`` month starts whose month-0 has closed by ``now``."""
+    last = date(now.year, now.month, 1)
+    index = last.year * 12 + last.month - 1 - 1  # the month before now's month
+    first = index - count + 1
+    return date(first // 12, first % 12 + 1, 1), date(index // 12, index % 12 + 1, 1)
+
+
+def run_backtest_job(
+    data: Path,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    horizons: Sequence[int] = (0, 1, 2),
+    by: str | None = None,
+    n_samples: int = 1000,
+    methods: Sequence[str] = METHODS,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run the backtest on the store at ``data``, log it, return the backtest and its verdict.
+
+    ``start``/``end`` are the first and last origins (month starts); the default is the last
+    12 origins whose first month has closed.
+    """
+    history = Store(data).load()
+    now = data_now(history)
+    first, last = default_origins(now.date())
+    origins = month_origins(start or first, end or last)
+    if origins[-1] >= date(now.year, now.month, 1):
+        raise ValueError(
+            f"the last origin {origins[-1]:%Y-%m} has not closed: the data ends {now:%Y-%m-%d}; "
+            "backtest origins must be months that ended before it"
+        )
+    params = {
+        "from": f"{origins[0]:%Y-%m}",
+        "to": f"{origins[-1]:%Y-%m}",
+        "horizons": ",".join(str(h) for h in horizons),
+        "by": by or "",
+        "n_samples": n_samples,
+        "methods": ",".join(methods),
+    }
+    with job_run(data, "backtest", params=params) as run:
+        if show_progress:
+            with progress() as bar:
+                task = bar.add_task("backtest: refitting every method", total=len(origins))
+                result = run_backtest(
+                    history,
+                    origins,
+                    horizons=horizons,
+                    by=by,
+                    n_samples=n_samples,
+                    methods=methods,
+                    on_origin=lambda o: bar.update(
+                        task, advance=1, description=f"backtest: origin {o:%Y-%m} done"
+                    ),
+                )
+        else:
+            result = run_backtest(
+                history, origins, horizons=horizons, by=by, n_samples=n_samples, methods=methods
+            )
+        _log(run, result)
+        verdict = acceptance(result)
+        run.json("acceptance", verdict)
+        run_id = run.run_id
+    return {"backtest": result, "acceptance": verdict, "run_id": run_id}
+
+
+def _log(run: Any, result: Backtest) -> None:
+    """Per origin: each method's absolute % error by horizon (step = yyyymm); then summaries."""
+    methods = [m for m in METHODS if m in result.frame.columns]
+    total = result.frame.group_by("origin", "horizon").agg(
+        pl.col("actual").sum(), *(pl.col(m).sum() for m in methods)
+    )
+    for row in total.sort("origin").iter_rows(named=True):
+        if not row["actual"]:
+            continue
+        run.metrics(
+            {
+                f"ape__{m}__h{row['horizon']}": abs(row[m] - row["actual"]) / row["actual"]
+                for m in methods
+                if row[m] is not None
+            },
+            step=_step(row["origin"]),
+        )
+    for row in result.summary.iter_rows(named=True):
+        for name in ("wape", "bias", "coverage"):
+            if row[name] is not None:
+                run.metric(f"{name}__{row['method']}__h{row['horizon']}", row[name])
+    run.frame("backtest", result.frame)
+    run.frame("summary", result.league())
+    if f"dealcast{P10}" in result.frame.columns:
+        run.tag("dealcast.interval", f"dealcast{P10}..dealcast{P90}")
