@@ -40,7 +40,7 @@ def test_train_and_forecast_against_a_server(
     won = (a > 9).astype(int)
     good, worse = LogisticRegression(C=10.0).fit(features, won), LogisticRegression(C=0.01)
     worse.fit(features, won)
-    name = "dealcast-close-probability"
+    name = "tracking-layer-test-model"  # not a dealcast model: the session server is shared
 
     with job_run(tmp_path, "train", params={"C": 10.0}) as train:
         train.metric("brier", 0.05, step=0)
@@ -88,3 +88,43 @@ def test_train_and_forecast_against_a_server(
 
     # MLflow prints "View run ... at: <url>" banners to stdout for server runs: suppressed
     assert "View run" not in capfd.readouterr().out
+
+
+def test_dealcast_train_then_forecast_against_a_server(
+    mlflow_server: MlflowServer, mlflow_server_uri: str, tmp_path: Path
+) -> None:
+    """The real jobs: `train` registers both models there, `forecast` loads them @champion."""
+    from features.forecast_log import ForecastLog
+    from features.store import Store
+    from pipelines.forecast import PROBABILITY_MODEL, TIMING_MODEL, run_forecast
+    from pipelines.ingest import ingest_sources
+    from pipelines.simulate import SimConfig, simulate_company, write_company
+    from pipelines.train import run_train
+
+    write_company(simulate_company(SimConfig(n_deals=1500, months=24, seed=3)), tmp_path / "src")
+    ingest_sources([tmp_path / "src"], store=Store(tmp_path), source_format="canonical")
+
+    trained = run_train(tmp_path, gate_origins=3)
+    made = run_forecast(tmp_path, months=2, n_samples=300)
+
+    assert not (tmp_path / "mlflow").exists()  # nothing tracked locally
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    for name in (PROBABILITY_MODEL, TIMING_MODEL):
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+        assert champion.run_id == trained["run_id"]
+    assert made["models"] == "registry @champion"
+    assert made["model_version"] == (
+        f"{PROBABILITY_MODEL}@v{trained['version']}, {TIMING_MODEL}@v{trained['timing_version']}"
+    )
+    train_run, forecast_run = client.get_run(trained["run_id"]), client.get_run(made["run_id"])
+    assert train_run.info.run_name == "train" and forecast_run.info.run_name == "forecast"
+    assert train_run.data.metrics["brier"] == pytest.approx(trained["brier"])
+    total = made["summary"].filter((pl.col("by") == "") & (pl.col("period") == "month"))
+    history = sorted((m.step, m.value) for m in client.get_metric_history(made["run_id"], "p50"))
+    assert [step for step, _ in history] == total["horizon"].to_list()
+    assert [value for _, value in history] == pytest.approx(total["p50"].to_list())
+    artifacts = {a.path for a in client.list_artifacts(made["run_id"])}
+    assert {"fan_chart.png", "forecast.csv", "kept.csv"} <= artifacts
+    kept = ForecastLog(tmp_path).read()
+    assert kept["forecast_id"].unique().to_list() == [made["forecast_id"]]
+    assert set(kept["method"]) == {"dealcast", "stage_weighted_crm", "stage_weighted_hist"}
