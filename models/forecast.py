@@ -89,8 +89,10 @@ def _mondays_before(history: DealHistory, cutoff: datetime, weeks: int | None) -
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
     start += timedelta(days=(7 - start.weekday()) % 7)
     if weeks is not None:
-        last_monday = cutoff - timedelta(days=cutoff.weekday() or 7)
-        last_monday = last_monday.replace(hour=0, minute=0, second=0, microsecond=0)
+        day = cutoff.replace(hour=0, minute=0, second=0, microsecond=0)
+        last_monday = day - timedelta(days=day.weekday())  # the last Monday strictly before
+        if last_monday >= cutoff:
+            last_monday -= timedelta(weeks=1)
         start = max(start, last_monday - timedelta(weeks=weeks - 1))
     return weekly_grid(start, cutoff)
 
@@ -119,7 +121,7 @@ def training_rows(
     if snapshots is None:
         return labelled_snapshots(history, mondays, cutoff=limit)
     return snapshots.filter(
-        pl.col("as_of").is_in(pl.Series(mondays).cast(TS))
+        pl.col("as_of").is_in(pl.Series(mondays).cast(TS).implode())
         & pl.col("label_closed_at").is_not_null()
         & (pl.col("label_closed_at") <= limit)
     )
