@@ -416,11 +416,14 @@ def demo(
         typer.Option("--serve/--no-serve", help="Serve the API at the end (once it exists)."),
     ] = True,
     seed: Annotated[int, typer.Option("--seed")] = 7,
+    deals: Annotated[
+        int | None, typer.Option("--deals", min=500, help="A smaller or larger company.")
+    ] = None,
 ) -> None:
-    """Simulate the default company, ingest it, print KPIs and the current pipeline."""
+    """Simulate a company, show its KPIs and pipeline, train, backtest 12 months, forecast."""
     from pipelines.demo import run_demo
 
-    run_demo(data_dir(data), seed=seed, serve=serve)
+    run_demo(data_dir(data), seed=seed, serve=serve, n_deals=deals)
 
 
 if __name__ == "__main__":  # pragma: no cover

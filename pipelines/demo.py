@@ -1,4 +1,5 @@
-"""The main job: simulate the default company, ingest it, show its KPIs and its pipeline."""
+"""The main job: simulate the default company, ingest it, show its KPIs and its pipeline, then
+train the deal models, backtest 12 origins against the baselines and forecast the next months."""
 
 from __future__ import annotations
 
@@ -12,22 +13,29 @@ from rich.table import Table
 from features.kpis import kpi_table
 from features.snapshots import data_end, pipeline_as_of
 from features.store import Store
+from models.tracking import artifact_root, tracking_uri
+from pipelines.backtest import run_backtest_job
 from pipelines.console import console, progress, render_table
+from pipelines.forecast import run_forecast
 from pipelines.ingest import ingest_sources, print_report
+from pipelines.model_reports import print_forecast, print_league
 from pipelines.reports import print_kpis
 from pipelines.simulate import SimConfig, simulate_company, write_company
+from pipelines.train import run_train
 
 __all__ = ["run_demo"]
 
 
-def run_demo(data: Path, *, seed: int = 7, serve: bool = True) -> None:
+def run_demo(
+    data: Path, *, seed: int = 7, serve: bool = True, n_deals: int | None = None
+) -> None:
     """Simulate, ingest, then print the KPIs of the last four quarters and today's pipeline."""
     started = time.perf_counter()
     source = data / "demo-source"
     with progress() as bar:
         steps = bar.add_task("demo", total=4)
         bar.update(steps, description="simulating the default company")
-        company = simulate_company(SimConfig(seed=seed))
+        company = simulate_company(SimConfig(seed=seed, n_deals=n_deals))
         write_company(company, source)
         bar.advance(steps)
         bar.update(steps, description="ingesting it into the store")
@@ -61,16 +69,48 @@ def run_demo(data: Path, *, seed: int = 7, serve: bool = True) -> None:
         "product",
     )
     console.print(render_table(top, title="Late-stage deals, largest first"))
+    _models(data)
     console.print(
         f"\n[bold]done[/] in {time.perf_counter() - started:.1f}s — store at {data / 'store'}; "
-        f"try `dealcast kpis --data {data} --by region` or "
-        f"`dealcast snapshot --data {data} --as-of {end:%Y-%m-%d} --format csv`"
+        f"try `dealcast forecast --data {data} --by region`, "
+        f"`dealcast pipeline --data {data}` or `dealcast kpis --data {data} --by region`"
     )
+    uri = tracking_uri(data)
+    if uri.startswith("sqlite:"):
+        console.print(
+            f"MLflow: `.venv/bin/mlflow ui --backend-store-uri {uri} "
+            f"--default-artifact-root {artifact_root(data)}` then open http://127.0.0.1:5000 "
+            "(experiment 'dealcast': train, backtest and forecast runs; models in the registry)"
+        )
+    else:
+        console.print(f"MLflow: runs and models are at {uri}")
     if serve:
         console.print(
             "[dim]The API and dashboard are not built yet (a later issue); "
             "nothing to serve. Pass --no-serve in scripts.[/]"
         )
+
+
+def _models(data: Path) -> None:
+    """Train (registering @champion), backtest the last 12 origins, forecast 3 months."""
+    console.rule("Deal models")
+    with console.status("training close probability and timing (evaluate, fit, gate, register)"):
+        trained = run_train(data)
+    console.print(
+        f"close probability on the held-out months: Brier {trained['brier']:.3f} (stage rates "
+        f"{trained['baseline_brier']:.3f}, CRM {trained.get('crm_brier', float('nan')):.3f}"
+        + (
+            f", oracle {trained['oracle_brier']:.3f}; gap closed {trained['gap_closed']:.0%}"
+            if trained.get("oracle_brier") is not None
+            else ""
+        )
+        + f"), AUC {trained['auc']:.3f}, ECE {trained['ece']:.3f}; registered "
+        f"v{trained['version']} as @{trained['alias']}"
+    )
+    console.rule("Backtest: the last 12 months, every method refit at each origin")
+    print_league(run_backtest_job(data))
+    console.rule("Forecast")
+    print_forecast(run_forecast(data, months=3))
 
 
 def _quarter_start(moment: datetime, *, back: int) -> date:

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 import polars as pl
+import polars.selectors as cs
 from sklearn.inspection import permutation_importance
 
 from features.snapshots import data_now
@@ -106,6 +107,8 @@ def run_train(
         run.frame("gate_backtest", gate.frame)
         tags = {CUTOFF_TAG: now.isoformat()}
         example = evaluation.test.head(5) if evaluation.test.height else evaluation.train.head(5)
+        # counts are floats in the signature: a missing count at scoring time must not break it
+        example = example.with_columns(cs.integer().cast(pl.Float64))
         versions = {
             PROBABILITY_MODEL: log_and_register(
                 run,
