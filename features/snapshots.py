@@ -91,7 +91,7 @@ def data_end(history: DealHistory) -> datetime:
 
 
 def data_now(history: DealHistory) -> datetime:
-    """"Now" for a forecast or a score: the end of the day of the latest timestamp (00:00 UTC).
+    """ "Now" for a forecast or a score: the end of the day of the latest timestamp (00:00 UTC).
 
     An export taken on a day holds that whole day: a store whose last row is 2026-10-31 23:53
     has October complete, and its next forecast is made as of 2026-11-01 00:00.

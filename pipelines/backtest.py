@@ -52,6 +52,12 @@ def run_backtest_job(
     now = data_now(history)
     first, last = default_origins(now.date())
     origins = month_origins(start or first, end or last)
+    if not origins:
+        raise ValueError(
+            f"no backtest origins from {start or first:%Y-%m} to {end or last:%Y-%m}: the first "
+            f"origin must not be after the last (by default {last:%Y-%m}, the last month that "
+            f"ended before the data ends {now:%Y-%m-%d})"
+        )
     if origins[-1] >= date(now.year, now.month, 1):
         raise ValueError(
             f"the last origin {origins[-1]:%Y-%m} has not closed: the data ends {now:%Y-%m-%d}; "

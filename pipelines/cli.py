@@ -354,11 +354,17 @@ def pipeline(
     try:
         folder = data_dir(data)
         history = Store(folder).load()
-        moment = data_now(history)
+        now = data_now(history)
+        moment = now
         if day is not None:
             from datetime import UTC, datetime
 
             moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            if moment > now:
+                raise ValueError(
+                    f"--as-of {day} is after the end of the data ({now:%Y-%m-%d}): the pipeline "
+                    "of a day the store has no data for is unknown"
+                )
         models = champion_models(folder, history, moment)
         frame = weighted_pipeline(history, moment, by=_one_dimension(by), models=models)
     except (StoreNotFoundError, ValueError) as exc:

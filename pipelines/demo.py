@@ -26,9 +26,7 @@ from pipelines.train import run_train
 __all__ = ["run_demo"]
 
 
-def run_demo(
-    data: Path, *, seed: int = 7, serve: bool = True, n_deals: int | None = None
-) -> None:
+def run_demo(data: Path, *, seed: int = 7, serve: bool = True, n_deals: int | None = None) -> None:
     """Simulate, ingest, then print the KPIs of the last four quarters and today's pipeline."""
     started = time.perf_counter()
     source = data / "demo-source"

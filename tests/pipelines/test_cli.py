@@ -18,7 +18,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     data = tmp_path_factory.mktemp("demo")
-    result = runner.invoke(app, ["demo", "--data", str(data), "--no-serve"])
+    # a smaller company than the default keeps the suite quick; the flow is the same
+    result = runner.invoke(app, ["demo", "--data", str(data), "--no-serve", "--deals", "4000"])
     assert result.exit_code == 0, result.output
     return data, result.output
 
@@ -31,6 +32,17 @@ def test_demo_prints_kpis_of_four_quarters_and_the_pipeline(demo_data: tuple[Pat
         assert quarter in output
     assert "Open pipeline by stage" in output
     assert "quarantined" in output
+
+
+def test_demo_trains_backtests_and_forecasts(demo_data: tuple[Path, str]) -> None:
+    data, output = demo_data
+    assert "registered v1 as @champion" in output
+    assert "Backtest league table — origins 2025-11...2026-10" in output
+    for method in ("dealcast", "stage_weighted_crm", "prophet_only", "run_rate"):
+        assert method in output
+    assert "Bookings forecast as of 2026-11-01 00:00 UTC" in output and "Q4 2026" in output
+    assert "registry @champion" in output
+    assert f"sqlite:///{data.resolve()}/mlflow/mlflow.db" in output.replace("\n", "")
 
 
 def test_snapshot_json_matches_the_store(demo_data: tuple[Path, str]) -> None:
