@@ -28,7 +28,8 @@ import polars as pl
 from features.contract import DealHistory
 from features.snapshots import data_now, snapshot_features
 from models.baselines import monthly_bookings, run_rate, seasonal_naive, stage_weighted
-from models.forecast import _add_months, _mondays_before, revenue_forecast
+from models.calendar import add_months
+from models.forecast import _mondays_before, revenue_forecast
 from models.metrics import P10, P90, summarise
 from models.newbiz import BookingsProphet
 
@@ -62,7 +63,7 @@ def month_origins(start: date, end: date) -> list[date]:
     out = []
     while first <= last:
         out.append(first)
-        first = _add_months(first, 1)
+        first = add_months(first, 1)
     return out
 
 
@@ -103,7 +104,7 @@ def _prophet_only(
     series = monthly_bookings(history, by=by or None, before=origin)
     if series.height:
         first = series["month"].min()
-        series = series.filter(pl.col("month") >= _add_months(first, WARMUP_MONTHS))  # type: ignore[arg-type]
+        series = series.filter(pl.col("month") >= add_months(first, WARMUP_MONTHS))  # type: ignore[arg-type]
     model = BookingsProphet().fit(series.select(*by, "month", "bookings"))
     draws = model.sample(origin, horizons, n_samples=n_samples, seed=0)
     return _segment(

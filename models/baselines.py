@@ -17,14 +17,15 @@ The Prophet-only baseline lives with the new-business model (``models.newbiz``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 
 import polars as pl
 
-from features.contract import DIMENSIONS, TS, DealHistory
+from features.contract import TS, DealHistory
 from features.kpis_pipeline import stage_win_rates
 from features.snapshots import as_of_frame, data_now, deal_dimensions, pipeline_as_of
+from models.calendar import add_months, check_dimensions, instant
 
 __all__ = [
     "monthly_bookings",
@@ -44,26 +45,15 @@ _FORECAST_SCHEMA = {"target_month": pl.Date(), "horizon": pl.Int64(), "forecast"
 # -- small helpers -----------------------------------------------------------------------------
 
 
-def _instant(value: date | datetime) -> datetime:
-    """A bare date is 00:00 UTC; a naive datetime is UTC."""
-    out = value if isinstance(value, datetime) else datetime.combine(value, time())
-    return out.replace(tzinfo=UTC) if out.tzinfo is None else out.astimezone(UTC)
-
-
 def _month_start(origin: date | datetime) -> date:
     """``origin`` as the first day of its month; ValueError unless it is a month start."""
-    moment = _instant(origin)
+    moment = instant(origin)
     if moment.day != 1 or moment.timetz().replace(tzinfo=None) != time():
         raise ValueError(
             f"origin {moment:%Y-%m-%d %H:%M:%S} UTC is not a month start: backtest origins are "
             "the first day of a month at 00:00 UTC, e.g. date(2026, 7, 1)"
         )
     return moment.date()
-
-
-def _add_months(month: date, n: int) -> date:
-    index = month.year * 12 + month.month - 1 + n
-    return date(index // 12, index % 12 + 1, 1)
 
 
 def _month_index(expr: pl.Expr) -> pl.Expr:
@@ -78,20 +68,9 @@ def _horizons(horizons: Sequence[int], origin: date) -> pl.DataFrame:
     if bad:
         raise ValueError(f"horizons must be 0 (the origin's month) or more, got {bad}")
     return pl.DataFrame(
-        {"target_month": [_add_months(origin, h) for h in hs], "horizon": hs},
+        {"target_month": [add_months(origin, h) for h in hs], "horizon": hs},
         schema={"target_month": pl.Date(), "horizon": pl.Int64()},
     )
-
-
-def _dimensions(by: str | Sequence[str] | None) -> list[str]:
-    names = [by] if isinstance(by, str) else list(by or ())
-    unknown = [n for n in names if n not in DIMENSIONS]
-    if unknown:
-        raise ValueError(
-            f"unknown dimension {', '.join(map(repr, unknown))}: "
-            f"group by one of {', '.join(DIMENSIONS)}"
-        )
-    return list(dict.fromkeys(names))
 
 
 def _groups(series: pl.DataFrame) -> list[str]:
@@ -151,8 +130,8 @@ def monthly_bookings(
     --------
     >>> monthly_bookings(history, by="region", before=date(2026, 7, 1))  # doctest: +SKIP
     """
-    dims = _dimensions(by)
-    limit = _instant(before) if before is not None else data_now(history)
+    dims = check_dimensions(by)
+    limit = instant(before) if before is not None else data_now(history)
     empty = pl.DataFrame(
         schema={"month": pl.Date(), **{d: pl.String() for d in dims}, "bookings": pl.Float64()}
     )
@@ -164,7 +143,7 @@ def monthly_bookings(
     )
     # The month holding ``limit`` ends after it (even when ``limit`` is its first instant):
     # the last complete month is the one before.
-    last = _add_months(limit.date().replace(day=1), -1)
+    last = add_months(limit.date().replace(day=1), -1)
     if first_created is None or first_created.date().replace(day=1) > last:
         return empty
     months = pl.DataFrame(
@@ -175,7 +154,7 @@ def monthly_bookings(
         history.deals.filter(
             pl.col("stage").is_in(list(won))
             & pl.col("closed_at").is_not_null()
-            & (pl.col("closed_at") < pl.lit(_instant(_add_months(last, 1))).cast(TS))
+            & (pl.col("closed_at") < pl.lit(instant(add_months(last, 1))).cast(TS))
         )
         .join(deal_dimensions(history).select("deal_id", *dims), on="deal_id", how="left")
         .group_by(pl.col("closed_at").dt.truncate("1mo").dt.date().alias("month"), *dims)
@@ -261,7 +240,7 @@ def run_rate(
     start = _month_start(origin)
     groups = _groups(series)
     window = _known_series(series, start).filter(
-        pl.col("month") >= _add_months(start, -RUN_RATE_MONTHS)
+        pl.col("month") >= add_months(start, -RUN_RATE_MONTHS)
     )
     mean = pl.when(pl.col("month").n_unique() == RUN_RATE_MONTHS).then(
         pl.col("bookings").cast(pl.Float64).mean()
@@ -337,10 +316,10 @@ def stage_weighted(
     >>> stage_weighted(history, date(2026, 7, 1), range(4), probability="hist")  # doctest: +SKIP
     """
     start = _month_start(origin)
-    dims = _dimensions(by)
+    dims = check_dimensions(by)
     if probability not in ("crm", "hist"):
         raise ValueError(f"probability must be 'crm' or 'hist', got {probability!r}")
-    as_of = _instant(start) - _ONE_US
+    as_of = instant(start) - _ONE_US
     if probability == "crm":
         config = history.pipeline
         unset = [s.name for s in config.stages if s.kind == "open" and s.probability is None]
@@ -373,7 +352,7 @@ def stage_weighted(
     )
     if dims:
         grid = (
-            _known_groups(history, dims, _instant(start))
+            _known_groups(history, dims, instant(start))
             .collect()
             .join(grid, how="cross")
             .sort([*dims, "horizon"], nulls_last=True)

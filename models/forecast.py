@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
 from features.contract import DIMENSIONS, TS, DealHistory
 from features.snapshots import deal_dimensions, snapshot_features
+from models.calendar import add_months, check_dimensions, instant, month_of, quarter_start
 from models.dataset import labelled_snapshots, weekly_grid
 from models.newbiz import NewBusinessForecaster, newbiz_history
 from models.probability import CloseProbabilityModel
@@ -58,27 +59,8 @@ _TARGET_SCOPE = {"owner_id": "owner", "team": "team", "region": "region"}
 # -- time helpers ------------------------------------------------------------------------------
 
 
-def _instant(value: date | datetime) -> datetime:
-    """A bare date is 00:00 UTC; a naive datetime is UTC."""
-    out = value if isinstance(value, datetime) else datetime.combine(value, time())
-    return out.replace(tzinfo=UTC) if out.tzinfo is None else out.astimezone(UTC)
-
-
-def _month_of(moment: datetime) -> date:
-    return date(moment.year, moment.month, 1)
-
-
-def _add_months(month: date, n: int) -> date:
-    index = month.year * 12 + month.month - 1 + n
-    return date(index // 12, index % 12 + 1, 1)
-
-
 def _months_between(a: date, b: date) -> int:
     return (b.year - a.year) * 12 + b.month - a.month
-
-
-def _quarter_start(month: date) -> date:
-    return date(month.year, (month.month - 1) // 3 * 3 + 1, 1)
 
 
 def _mondays_before(history: DealHistory, cutoff: datetime, weeks: int | None) -> list[datetime]:
@@ -114,7 +96,7 @@ def training_rows(
     ``cutoff``, because a snapshot's features only read rows up to its ``as_of`` and a label
     is kept only when the deal closed at or before ``cutoff``.
     """
-    limit = _instant(cutoff)
+    limit = instant(cutoff)
     mondays = _mondays_before(history, limit, weeks)
     if not mondays:
         return labelled_snapshots(history, [], cutoff=limit)
@@ -252,7 +234,7 @@ def fit_deal_models(
     probability, timing : unfitted estimators, optional
         To change their parameters.
     """
-    limit = _instant(cutoff)
+    limit = instant(cutoff)
     rows = training_rows(history, limit, snapshots=snapshots)
     if rows.height == 0:
         raise ValueError(
@@ -288,9 +270,7 @@ def deal_scores(models: DealModels, rows: pl.DataFrame) -> pl.DataFrame:
     ratio = np.array([models.amount_ratio.get(s, 1.0) for s in rows["stage"].to_list()])
     amount_won = rows["amount"].fill_null(0.0).to_numpy() * ratio
     as_of = rows["as_of"].to_list()
-    likely = [
-        _add_months(_month_of(t), int(k)) for t, k in zip(as_of, q.argmax(axis=1), strict=True)
-    ]
+    likely = [add_months(month_of(t), int(k)) for t, k in zip(as_of, q.argmax(axis=1), strict=True)]
     keep = [c for c in ("deal_id", "as_of", *DIMENSIONS, "stage", "amount") if c in rows.columns]
     return rows.select(keep).with_columns(
         pl.Series("p_won", p_won),
@@ -399,13 +379,13 @@ class RevenueForecast:
 
     @property
     def origin_month(self) -> date:
-        return _month_of(self.as_of)
+        return month_of(self.as_of)
 
     @property
     def quarter(self) -> list[int]:
         """Indexes into ``months`` of the as-of quarter's months from the as-of month on."""
-        start = _quarter_start(self.origin_month)
-        return [i for i, m in enumerate(self.months) if _quarter_start(m) == start]
+        start = quarter_start(self.origin_month)
+        return [i for i, m in enumerate(self.months) if quarter_start(m) == start]
 
     def samples(self) -> np.ndarray:
         """Total bookings per ``(group, month, sample)``: booked + pipeline + new business."""
@@ -438,7 +418,7 @@ class RevenueForecast:
         units += [(label, name, np.array([g])) for g, name in enumerate(seg)]
         rows = []
         quarter = self.quarter
-        q_start = _quarter_start(self.origin_month)
+        q_start = quarter_start(self.origin_month)
         q_complete = len(quarter) == 3 - _months_between(q_start, self.origin_month)
         for by, segment, index in units:
             total = draws[index].sum(axis=0)  # (months, samples)
@@ -576,17 +556,6 @@ _SUMMARY_SCHEMA = {
 }
 
 
-def _check_by(by: str | Sequence[str] | None) -> list[str]:
-    names = [by] if isinstance(by, str) else list(by or ())
-    unknown = [n for n in names if n not in DIMENSIONS]
-    if unknown:
-        raise ValueError(
-            f"unknown dimension {', '.join(map(repr, unknown))}: "
-            f"group by one of {', '.join(DIMENSIONS)}"
-        )
-    return list(dict.fromkeys(names))
-
-
 def revenue_forecast(
     history: DealHistory,
     as_of: date | datetime,
@@ -617,12 +586,12 @@ def revenue_forecast(
     newbiz : NewBusinessForecaster, optional
         Unfitted estimator with other parameters.
     """
-    moment = _instant(as_of)
-    dims = _check_by(by)
+    moment = instant(as_of)
+    dims = check_dimensions(by)
     if months < 1:
         raise ValueError(f"months must be >= 1, got {months}")
-    origin = _month_of(moment)
-    to_quarter_end = 3 - _months_between(_quarter_start(origin), origin)
+    origin = month_of(moment)
+    to_quarter_end = 3 - _months_between(quarter_start(origin), origin)
     window = max(months, to_quarter_end)
     if models is None:
         models = fit_deal_models(history, moment, months=window, snapshots=snapshots)
@@ -636,7 +605,7 @@ def revenue_forecast(
             f"the timing model covers {models.max_months} months, the forecast needs {window}: "
             f"fit it with months={window}"
         )
-    month_list = [_add_months(origin, h) for h in range(window)]
+    month_list = [add_months(origin, h) for h in range(window)]
     rng = np.random.default_rng(seed)
 
     # groups: every combination of the dimensions among deals created by the as_of
@@ -680,17 +649,17 @@ def revenue_forecast(
 
     # booked so far: the months of the quarter before the as-of month, and the as-of month
     won_names = list(history.pipeline.names_of("won"))
-    q_start = _quarter_start(origin)
+    q_start = quarter_start(origin)
     booked_frame = (
         history.deals.filter(
             pl.col("stage").is_in(won_names)
-            & (pl.col("closed_at") >= pl.lit(_instant(q_start)).cast(TS))
+            & (pl.col("closed_at") >= pl.lit(instant(q_start)).cast(TS))
             & (pl.col("closed_at") <= pl.lit(moment).cast(TS))
         )
         .join(dims_frame, on="deal_id", how="left", suffix="_dim")
         .with_columns(
             pl.lit(0).alias("_all"),
-            (pl.col("closed_at") >= pl.lit(_instant(origin)).cast(TS)).alias("_this"),
+            (pl.col("closed_at") >= pl.lit(instant(origin)).cast(TS)).alias("_this"),
         )
         .collect()
     )
@@ -705,12 +674,12 @@ def revenue_forecast(
         quarter_booked[:] = np.bincount(g[~this], weights=amt[~this], minlength=n_groups)
 
     # deals not created yet
-    start = _instant(origin)
+    start = instant(origin)
     series = newbiz_history(history, origin=origin, horizons=range(window), by=dims or None)
     forecaster = (newbiz or NewBusinessForecaster()).fit(series)
     draws = forecaster.sample(origin, range(window), n_samples=n_samples, seed=seed)
     elapsed = (moment - start).total_seconds() / (
-        (_instant(_add_months(origin, 1)) - start).total_seconds()
+        (instant(add_months(origin, 1)) - start).total_seconds()
     )
     keep = 1.0 - elapsed * _created_share(history, start, window)
     nb = np.zeros((n_groups, window, n_samples))

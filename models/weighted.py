@@ -16,23 +16,19 @@ each deal to the month it is likely to close in, which this table deliberately d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 
 import polars as pl
 
-from features.contract import DIMENSIONS, DealHistory
+from features.contract import DealHistory
 from features.kpis_pipeline import stage_win_rates
 from features.snapshots import as_of_frame, snapshot_features
+from models.calendar import check_dimensions, instant
 from models.forecast import DealModels, deal_scores
 
 __all__ = ["WEIGHTED_METHODS", "weighted_pipeline"]
 
 WEIGHTED_METHODS: tuple[str, ...] = ("stage_weighted_crm", "stage_weighted_hist", "model_weighted")
-
-
-def _instant(value: date | datetime) -> datetime:
-    out = value if isinstance(value, datetime) else datetime.combine(value, time())
-    return out.replace(tzinfo=UTC) if out.tzinfo is None else out.astimezone(UTC)
 
 
 def weighted_pipeline(
@@ -63,14 +59,8 @@ def weighted_pipeline(
         model_weighted``; ``close_month`` null for deals without an expected close date (they
         are listed, and weigh in no month). Sorted by group and month.
     """
-    moment = _instant(as_of)
-    dims = [by] if isinstance(by, str) else list(by or ())
-    unknown = [d for d in dims if d not in DIMENSIONS]
-    if unknown:
-        raise ValueError(
-            f"unknown dimension {', '.join(map(repr, unknown))}: "
-            f"group by one of {', '.join(DIMENSIONS)}"
-        )
+    moment = instant(as_of)
+    dims = check_dimensions(by)
     if models is not None and models.cutoff > moment:
         raise ValueError(
             f"the models were fitted on data up to {models.cutoff:%Y-%m-%d}, after the as_of "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -27,6 +27,7 @@ from features.forecast_log import KEPT_KEY, ForecastLog, read_accuracy, write_ac
 from features.snapshots import data_now
 from features.store import Store
 from models.accuracy import accuracy_by_month, accuracy_summary, actuals_for, score_forecasts
+from models.calendar import instant
 from models.tracking import job_run
 from pipelines.console import console, render_table
 
@@ -52,12 +53,6 @@ _CAPTION = (
     "pipeline with CRM / historical stage probabilities"
 )
 _MONTHS_SHOWN = 36
-
-
-def _instant(value: date | datetime) -> datetime:
-    """A bare date is 00:00 UTC; a naive datetime is UTC."""
-    moment = value if isinstance(value, datetime) else datetime.combine(value, time())
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def metric_name(metric: str, method: str, horizon: int, period: str = "month") -> str:
@@ -140,7 +135,7 @@ def run_evaluate(data: Path, *, closed_before: date | datetime | None = None) ->
         return result
     history = Store(data).load()
     end = data_now(history)
-    before = end if closed_before is None else min(_instant(closed_before), end)
+    before = end if closed_before is None else min(instant(closed_before), end)
     scored = score_forecasts(kept, actuals_for(history, kept, before), before)
     merged, new_rows, revised_rows = _merge(stored, scored)
     result.update(closed_before=before.isoformat(), waiting_rows=kept.height - scored.height)

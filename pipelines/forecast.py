@@ -26,6 +26,7 @@ from features.forecast_log import KEPT_SCHEMA, ForecastLog, new_forecast_id
 from features.snapshots import data_now, snapshot_features
 from features.store import Store
 from models.baselines import monthly_bookings
+from models.calendar import instant
 from models.forecast import (
     N_SAMPLES,
     DealModels,
@@ -58,11 +59,6 @@ PROBABILITY_MODEL = "dealcast-close-probability"
 TIMING_MODEL = "dealcast-close-timing"
 CUTOFF_TAG = "dealcast.cutoff"
 """Model version tag: the instant the model's training data ends (ISO, UTC)."""
-
-
-def _instant(value: date | datetime) -> datetime:
-    out = value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
-    return out.replace(tzinfo=UTC) if out.tzinfo is None else out.astimezone(UTC)
 
 
 def champion_models(data: Path, history: Any, as_of: datetime) -> DealModels | None:
@@ -273,7 +269,7 @@ def run_forecast(
     """
     history = Store(data).load()
     now = data_now(history)
-    moment = _instant(as_of) if as_of is not None else now
+    moment = instant(as_of) if as_of is not None else now
     if moment > now:
         raise ValueError(
             f"as_of {moment:%Y-%m-%d %H:%M} is after the end of the data ({now:%Y-%m-%d}): "
