@@ -14,6 +14,7 @@ from polars.testing import assert_frame_equal
 from features.contract import DEFAULT_PIPELINE, DealHistory, PipelineConfig, Stage
 from models.baselines import monthly_bookings, run_rate, seasonal_naive, stage_weighted
 from tests.features.history_strategies import Raw, future_edits, raw_histories
+from tests.models.tiny_history import stage_row, tiny_history
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ORIGIN = date(2025, 4, 1)
@@ -196,16 +197,6 @@ def test_origin_must_be_a_month_start_and_horizons_non_negative() -> None:
 # -- weighted pipeline fixture: real stage history -------------------------------------------
 
 
-def _row(deal: str, at: datetime, stage: str, amount: float | None, close: date | None) -> dict:
-    return {
-        "deal_id": deal,
-        "changed_at": at,
-        "stage": stage,
-        "amount": amount,
-        "expected_close_date": close,
-    }
-
-
 def pipeline_history(pipeline: PipelineConfig = DEFAULT_PIPELINE) -> DealHistory:
     """Open just before 2025-04-01:
 
@@ -231,46 +222,31 @@ def pipeline_history(pipeline: PipelineConfig = DEFAULT_PIPELINE) -> DealHistory
         ("H2", ts(2024, 3, 1), LOST, ts(2024, 7, 1), 10.0, date(2024, 7, 1), "EU"),
         ("H3", ts(2024, 3, 1), LOST, ts(2024, 8, 1), 10.0, date(2024, 8, 1), "EU"),
     ]
-    deals = pl.DataFrame(
-        deal_rows,
-        schema=[
-            "deal_id",
-            "created_at",
-            "stage",
-            "closed_at",
-            "amount",
-            "expected_close_date",
-            "region",
-        ],
-        orient="row",
-    ).with_columns(pl.lit("o1").alias("owner_id"))
     history = [
-        _row("A", ts(2025, 1, 10), "Qualification", 1000.0, date(2025, 4, 20)),
-        _row("A", ts(2025, 3, 1), "Proposal", 2000.0, date(2025, 5, 15)),
-        _row("A", ts(2025, 4, 5), "Negotiation", 5000.0, date(2025, 4, 30)),
-        _row("A", ts(2025, 4, 28), WON, None, None),
-        _row("B", ts(2025, 2, 1), "Demo", 500.0, date(2025, 3, 10)),
-        _row("C", ts(2025, 3, 15), "Negotiation", 1000.0, date(2025, 4, 30)),
-        _row("D", ts(2025, 3, 20), "Qualification", 3000.0, date(2025, 8, 1)),
-        _row("E", ts(2025, 4, 1), "Negotiation", 800.0, date(2025, 4, 20)),
-        _row("F", ts(2025, 1, 1), "Qualification", 400.0, date(2025, 3, 31)),
-        _row("F", ts(2025, 2, 1), "Demo", None, None),
-        _row("F", ts(2025, 3, 31), LOST, None, None),
-        _row("H1", ts(2024, 3, 1), "Qualification", 10.0, date(2024, 6, 1)),
-        _row("H1", ts(2024, 4, 1), "Demo", None, None),
-        _row("H1", ts(2024, 5, 1), "Proposal", None, None),
-        _row("H1", ts(2024, 6, 1), WON, None, None),
-        _row("H2", ts(2024, 3, 1), "Qualification", 10.0, date(2024, 7, 1)),
-        _row("H2", ts(2024, 4, 1), "Demo", None, None),
-        _row("H2", ts(2024, 7, 1), LOST, None, None),
-        _row("H3", ts(2024, 3, 1), "Qualification", 10.0, date(2024, 8, 1)),
-        _row("H3", ts(2024, 4, 1), "Proposal", None, None),
-        _row("H3", ts(2024, 5, 1), "Negotiation", None, None),
-        _row("H3", ts(2024, 8, 1), LOST, None, None),
+        stage_row("A", ts(2025, 1, 10), "Qualification", 1000.0, date(2025, 4, 20)),
+        stage_row("A", ts(2025, 3, 1), "Proposal", 2000.0, date(2025, 5, 15)),
+        stage_row("A", ts(2025, 4, 5), "Negotiation", 5000.0, date(2025, 4, 30)),
+        stage_row("A", ts(2025, 4, 28), WON, None, None),
+        stage_row("B", ts(2025, 2, 1), "Demo", 500.0, date(2025, 3, 10)),
+        stage_row("C", ts(2025, 3, 15), "Negotiation", 1000.0, date(2025, 4, 30)),
+        stage_row("D", ts(2025, 3, 20), "Qualification", 3000.0, date(2025, 8, 1)),
+        stage_row("E", ts(2025, 4, 1), "Negotiation", 800.0, date(2025, 4, 20)),
+        stage_row("F", ts(2025, 1, 1), "Qualification", 400.0, date(2025, 3, 31)),
+        stage_row("F", ts(2025, 2, 1), "Demo", None, None),
+        stage_row("F", ts(2025, 3, 31), LOST, None, None),
+        stage_row("H1", ts(2024, 3, 1), "Qualification", 10.0, date(2024, 6, 1)),
+        stage_row("H1", ts(2024, 4, 1), "Demo", None, None),
+        stage_row("H1", ts(2024, 5, 1), "Proposal", None, None),
+        stage_row("H1", ts(2024, 6, 1), WON, None, None),
+        stage_row("H2", ts(2024, 3, 1), "Qualification", 10.0, date(2024, 7, 1)),
+        stage_row("H2", ts(2024, 4, 1), "Demo", None, None),
+        stage_row("H2", ts(2024, 7, 1), LOST, None, None),
+        stage_row("H3", ts(2024, 3, 1), "Qualification", 10.0, date(2024, 8, 1)),
+        stage_row("H3", ts(2024, 4, 1), "Proposal", None, None),
+        stage_row("H3", ts(2024, 5, 1), "Negotiation", None, None),
+        stage_row("H3", ts(2024, 8, 1), LOST, None, None),
     ]
-    return DealHistory.from_frames(
-        deals=deals, stage_history=pl.DataFrame(history), pipeline=pipeline
-    )
+    return tiny_history(deal_rows, history, pipeline)
 
 
 def test_stage_weighted_crm_uses_the_config_probabilities_as_of_the_origin() -> None:

@@ -13,26 +13,10 @@ from polars.testing import assert_frame_equal
 from features.contract import DealHistory
 from models.forecast import DealModels
 from models.weighted import weighted_pipeline
+from tests.models.tiny_history import LOST, WON, stage_row, tiny_history, ts
 
-WON, LOST = "Closed Won", "Closed Lost"
 AS_OF = datetime(2025, 6, 15, tzinfo=UTC)
 JUN, JUL, AUG = date(2025, 6, 1), date(2025, 7, 1), date(2025, 8, 1)
-
-
-def ts(year: int, month: int, day: int) -> datetime:
-    return datetime(year, month, day, tzinfo=UTC)
-
-
-def _row(
-    deal: str, at: datetime, stage: str, amount: float | None, close: date | None
-) -> dict[str, object]:
-    return {
-        "deal_id": deal,
-        "changed_at": at,
-        "stage": stage,
-        "amount": amount,
-        "expected_close_date": close,
-    }
 
 
 def weighted_history() -> DealHistory:
@@ -66,47 +50,34 @@ def weighted_history() -> DealHistory:
         ("H2", ts(2025, 1, 1), LOST, ts(2025, 4, 1), 10.0, date(2025, 4, 1), "EU"),
         ("H4", ts(2025, 2, 1), WON, ts(2025, 5, 10), 10.0, date(2025, 5, 10), "NA"),
     ]
-    deals = pl.DataFrame(
-        deal_rows,
-        schema=[
-            "deal_id",
-            "created_at",
-            "stage",
-            "closed_at",
-            "amount",
-            "expected_close_date",
-            "region",
-        ],
-        orient="row",
-    ).with_columns(pl.lit("o1").alias("owner_id"))
     history = [
-        _row("A", ts(2025, 5, 1), "Demo", 1000.0, date(2025, 7, 10)),
-        _row("A", ts(2025, 6, 20), "Negotiation", 5000.0, date(2025, 6, 30)),
-        _row("B", ts(2025, 3, 1), "Proposal", 2000.0, date(2025, 5, 20)),
-        _row("C", ts(2025, 4, 1), "Negotiation", 500.0, date(2025, 6, 5)),
-        _row("H3", ts(2025, 5, 1), "Qualification", 700.0, date(2025, 6, 28)),
-        _row("H3", ts(2025, 5, 15), "Demo", None, None),
-        _row("H3", ts(2025, 6, 1), "Negotiation", None, None),
-        _row("H3", ts(2025, 7, 1), WON, None, None),
-        _row("D", ts(2025, 5, 10), "Qualification", 3000.0, None),
-        _row("E", ts(2025, 6, 1), "Discovery", 800.0, date(2025, 8, 5)),
-        _row("F", ts(2025, 6, 20), "Negotiation", 900.0, date(2025, 6, 30)),
-        _row("G", ts(2025, 2, 1), "Qualification", 400.0, date(2025, 6, 1)),
-        _row("G", ts(2025, 3, 1), "Demo", None, None),
-        _row("G", ts(2025, 6, 1), LOST, None, None),
-        _row("H1", ts(2025, 1, 1), "Qualification", 10.0, date(2025, 3, 1)),
-        _row("H1", ts(2025, 1, 15), "Demo", None, None),
-        _row("H1", ts(2025, 2, 1), "Proposal", None, None),
-        _row("H1", ts(2025, 3, 1), WON, None, None),
-        _row("H2", ts(2025, 1, 1), "Qualification", 10.0, date(2025, 4, 1)),
-        _row("H2", ts(2025, 1, 15), "Demo", None, None),
-        _row("H2", ts(2025, 2, 1), "Proposal", None, None),
-        _row("H2", ts(2025, 4, 1), LOST, None, None),
-        _row("H4", ts(2025, 2, 1), "Qualification", 10.0, date(2025, 5, 10)),
-        _row("H4", ts(2025, 3, 1), "Negotiation", None, None),
-        _row("H4", ts(2025, 5, 10), WON, None, None),
+        stage_row("A", ts(2025, 5, 1), "Demo", 1000.0, date(2025, 7, 10)),
+        stage_row("A", ts(2025, 6, 20), "Negotiation", 5000.0, date(2025, 6, 30)),
+        stage_row("B", ts(2025, 3, 1), "Proposal", 2000.0, date(2025, 5, 20)),
+        stage_row("C", ts(2025, 4, 1), "Negotiation", 500.0, date(2025, 6, 5)),
+        stage_row("H3", ts(2025, 5, 1), "Qualification", 700.0, date(2025, 6, 28)),
+        stage_row("H3", ts(2025, 5, 15), "Demo", None, None),
+        stage_row("H3", ts(2025, 6, 1), "Negotiation", None, None),
+        stage_row("H3", ts(2025, 7, 1), WON, None, None),
+        stage_row("D", ts(2025, 5, 10), "Qualification", 3000.0, None),
+        stage_row("E", ts(2025, 6, 1), "Discovery", 800.0, date(2025, 8, 5)),
+        stage_row("F", ts(2025, 6, 20), "Negotiation", 900.0, date(2025, 6, 30)),
+        stage_row("G", ts(2025, 2, 1), "Qualification", 400.0, date(2025, 6, 1)),
+        stage_row("G", ts(2025, 3, 1), "Demo", None, None),
+        stage_row("G", ts(2025, 6, 1), LOST, None, None),
+        stage_row("H1", ts(2025, 1, 1), "Qualification", 10.0, date(2025, 3, 1)),
+        stage_row("H1", ts(2025, 1, 15), "Demo", None, None),
+        stage_row("H1", ts(2025, 2, 1), "Proposal", None, None),
+        stage_row("H1", ts(2025, 3, 1), WON, None, None),
+        stage_row("H2", ts(2025, 1, 1), "Qualification", 10.0, date(2025, 4, 1)),
+        stage_row("H2", ts(2025, 1, 15), "Demo", None, None),
+        stage_row("H2", ts(2025, 2, 1), "Proposal", None, None),
+        stage_row("H2", ts(2025, 4, 1), LOST, None, None),
+        stage_row("H4", ts(2025, 2, 1), "Qualification", 10.0, date(2025, 5, 10)),
+        stage_row("H4", ts(2025, 3, 1), "Negotiation", None, None),
+        stage_row("H4", ts(2025, 5, 10), WON, None, None),
     ]
-    return DealHistory.from_frames(deals=deals, stage_history=pl.DataFrame(history))
+    return tiny_history(deal_rows, history)
 
 
 class _Constant:
