@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+
+from childstep import measure  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -154,21 +153,7 @@ STEPS = {
 
 def run_child(step: str, *args: str) -> dict:
     """Run one step in a child process; return its wall time, peak RSS and result."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", step, *args],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"step {step} failed (status {status})")
-    result = json.loads(out.strip().splitlines()[-1])
-    peak_gb = usage.ru_maxrss / 1024 / 1024  # ru_maxrss is in KiB on Linux
+    wall, peak_gb, result = measure(__file__, step, *args, cwd=ROOT)
     print(f"  {step:<10} {wall:8.1f} s   peak {peak_gb:5.2f} GB   {result}", flush=True)
     return {"step": step, "seconds": round(wall, 2), "peak_gb": round(peak_gb, 2), **result}
 

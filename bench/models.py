@@ -28,18 +28,20 @@ import argparse
 import json
 import os
 import pickle
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from childstep import measure  # bench/ is still first on sys.path here
+
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's directory comes first on sys.path, and `import models` would
 # find this file (bench/models.py) instead of the package: drop that entry.
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
+
 OUT = ROOT / "bench" / "out"
 TABLES = ("deals", "stage_history", "activities", "reps", "targets")
 TRAIN_TARGET_S = 180.0
@@ -269,21 +271,7 @@ STEPS = {
 def run_child(label: str, step: str, *args: str) -> dict:
     """Run one step in a child process; return its wall time, peak RSS, load and result."""
     load = os.getloadavg()[0]
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", step, *args],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"step {label} failed (status {status})")
-    result = json.loads(out.strip().splitlines()[-1])
-    peak_gb = usage.ru_maxrss / 1024 / 1024  # ru_maxrss is in KiB on Linux
+    wall, peak_gb, result = measure(__file__, step, *args, cwd=ROOT)
     print(
         f"  {label:<22} {wall:7.1f} s wall  {result['compute_s']:7.2f} s compute  "
         f"peak {peak_gb:5.2f} GB  load {load:4.2f}  {result}",
