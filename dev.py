@@ -1,7 +1,8 @@
 """Set up and run dealcast with nothing but Python 3.11+ and pip.
 
     python3 dev.py demo [ARGS...]   bootstrap .venv, then run `dealcast demo ARGS...`
-    python3 dev.py test [ARGS...]   bootstrap .venv, then ruff, mypy and the whole pytest suite
+    python3 dev.py test [ARGS...]   bootstrap .venv (and Debian's chromium for the browser
+                                    test, when root), then ruff, mypy and the whole pytest suite
     python3 dev.py lock             re-resolve requirements.lock from pyproject.toml
 
 The virtual environment lives in .venv and is (re)built from requirements.lock whenever the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,8 +78,29 @@ def lock() -> None:
     print(f"[dev] wrote {LOCK.name} ({len(frozen.splitlines())} packages)")
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def browser() -> None:
+    """Debian's Chromium for the dashboard's browser test (Playwright drives it, downloads
+    nothing). Installed with apt-get when missing and this user may; otherwise the test says
+    what to install (and fails under CI)."""
+    if CHROMIUM.exists() or not hasattr(os, "geteuid"):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        print("[dev] /usr/bin/chromium missing: `apt-get install chromium` for the browser test")
+        return
+    print("[dev] installing Debian's chromium for the browser test ...", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL}
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.call([apt, "update", "-qq"], env=env, **quiet)
+    subprocess.call([apt, "install", "-y", "-qq", "chromium"], env=env, **quiet)
+
+
 def test(args: list[str]) -> int:
     bootstrap()
+    browser()
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     for step in (
         [_bin("ruff"), "check", "."],

@@ -12,7 +12,15 @@ from typing import Annotated
 import polars as pl
 import typer
 
-from pipelines.console import DataOption, OutputFormat, console, data_dir, emit, fail
+from pipelines.console import (
+    DataOption,
+    OutputFormat,
+    console,
+    data_dir,
+    emit,
+    err_console,
+    fail,
+)
 
 app = typer.Typer(
     name="dealcast",
@@ -415,21 +423,115 @@ def accuracy(
 
 
 @app.command()
+def publish(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Day (default: the end of the data).")
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=100)] = 1000,
+    data: DataOption = None,
+) -> None:
+    """Score the open deals, forecast, evaluate, and publish it all for the API (no training)."""
+    from features.store import StoreNotFoundError
+    from models.tracking import NoChampionError
+    from pipelines.publish import run_publish
+
+    day = _parse_day(as_of, "--as-of")
+    try:
+        result = run_publish(data_dir(data), as_of=day, n_samples=samples)
+    except (StoreNotFoundError, NoChampionError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"published {result['version']}: as of {result['as_of']:%Y-%m-%d %H:%M} UTC, "
+        f"{result['open_deals']} open deals scored ({result['flagged_deals']} with risk flags), "
+        f"models {result['model_version']}; MLflow run {result['run_id']}"
+    )
+
+
+@app.command()
+def serve(
+    data: DataOption = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    dev_mode: Annotated[
+        bool,
+        typer.Option(
+            "--dev-mode", help="Let requests without a key in as ops (a laptop only; warns)."
+        ),
+    ] = False,
+) -> None:
+    """Serve the API and the dashboard on the published results (they reload by themselves)."""
+    from pipelines.serve import run_server
+
+    run_server(data_dir(data), host=host, port=port, dev_mode=dev_mode)
+
+
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(
+    role: Annotated[
+        str, typer.Option("--role", help="leader, ops or rep:<owner_id> (e.g. rep:rep-0007).")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for.")] = "",
+    data: DataOption = None,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from serving.auth import add_key
+    from serving.settings import ServeSettings
+
+    path = ServeSettings(data=data_dir(data)).keys_path
+    try:
+        key, entry = add_key(path, role, name=name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    sys.stdout.write(key + "\n")
+    err_console.print(
+        f"[dim]{entry['id']} ({entry['role']}) stored hashed in {path}; this is the only time "
+        "the key is shown[/]"
+    )
+
+
+@keys_app.command("list")
+def keys_list(data: DataOption = None) -> None:
+    """The keys (ids, roles, names; never the keys)."""
+    from serving.auth import list_keys
+    from serving.settings import ServeSettings
+
+    emit(pl.DataFrame(list_keys(ServeSettings(data=data_dir(data)).keys_path)), OutputFormat.table)
+
+
+@keys_app.command("remove")
+def keys_remove(key_id: Annotated[str, typer.Argument()], data: DataOption = None) -> None:
+    """Revoke a key by its id (a running server stops accepting it within a second)."""
+    from serving.auth import remove_key
+    from serving.settings import ServeSettings
+
+    if not remove_key(ServeSettings(data=data_dir(data)).keys_path, key_id):
+        raise fail(f"no key {key_id!r}: see `dealcast keys list`")
+    console.print(f"removed {key_id}")
+
+
+@app.command()
 def demo(
     data: DataOption = None,
     serve: Annotated[
         bool,
-        typer.Option("--serve/--no-serve", help="Serve the API at the end (once it exists)."),
+        typer.Option("--serve/--no-serve", help="Serve the API and dashboard at the end."),
     ] = True,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     seed: Annotated[int, typer.Option("--seed")] = 7,
     deals: Annotated[
         int | None, typer.Option("--deals", min=500, help="A smaller or larger company.")
     ] = None,
 ) -> None:
-    """Simulate a company, show its KPIs and pipeline, train, backtest 12 months, forecast."""
+    """Simulate a company, show its KPIs and pipeline, train, backtest 12 months, forecast,
+    publish; then serve the API and dashboard and print a leader key (--no-serve: stop)."""
     from pipelines.demo import run_demo
 
-    run_demo(data_dir(data), seed=seed, serve=serve, n_deals=deals)
+    run_demo(data_dir(data), seed=seed, serve=serve, n_deals=deals, host=host, port=port)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,6 @@
 """The main job: simulate the default company, ingest it, show its KPIs and its pipeline, then
-train the deal models, backtest 12 origins against the baselines and forecast the next months."""
+train the deal models, backtest 12 origins against the baselines, forecast the next months and
+publish forecasts, deal scores and accuracy; then serve the API and dashboard on them."""
 
 from __future__ import annotations
 
@@ -16,17 +17,26 @@ from features.store import Store
 from models.tracking import artifact_root, tracking_uri
 from pipelines.backtest import run_backtest_job
 from pipelines.console import console, progress, render_table
-from pipelines.forecast import run_forecast
 from pipelines.ingest import ingest_sources, print_report
 from pipelines.model_reports import print_forecast, print_league
+from pipelines.publish import run_publish
 from pipelines.reports import print_kpis
+from pipelines.serve import run_server
 from pipelines.simulate import SimConfig, simulate_company, write_company
 from pipelines.train import run_train
 
 __all__ = ["run_demo"]
 
 
-def run_demo(data: Path, *, seed: int = 7, serve: bool = True, n_deals: int | None = None) -> None:
+def run_demo(
+    data: Path,
+    *,
+    seed: int = 7,
+    serve: bool = True,
+    n_deals: int | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
     """Simulate, ingest, then print the KPIs of the last four quarters and today's pipeline."""
     started = time.perf_counter()
     source = data / "demo-source"
@@ -83,10 +93,19 @@ def run_demo(data: Path, *, seed: int = 7, serve: bool = True, n_deals: int | No
     else:
         console.print(f"MLflow: runs and models are at {uri}")
     if serve:
+        from serving.auth import add_key  # the entry point is the one place that reaches serving
+        from serving.settings import ServeSettings
+
+        key, _ = add_key(ServeSettings(data=data).keys_path, "leader", name="demo")
+        console.rule("API and dashboard")
         console.print(
-            "[dim]The API and dashboard are not built yet (a later issue); "
-            "nothing to serve. Pass --no-serve in scripts.[/]"
+            f"leader key (shown once, stored hashed): [bold]{key}[/]\n"
+            f"open http://{host}:{port}/ and paste it; or "
+            f"`curl -H 'Authorization: Bearer {key}' http://{host}:{port}/v1/forecasts`\n"
+            f"more keys: `dealcast keys add --role ops|rep:<owner_id> --data {data}`; "
+            "Ctrl-C stops the server"
         )
+        run_server(data, host=host, port=port)
 
 
 def _models(data: Path) -> None:
@@ -107,8 +126,13 @@ def _models(data: Path) -> None:
     )
     console.rule("Backtest: the last 12 months, every method refit at each origin")
     print_league(run_backtest_job(data))
-    console.rule("Forecast")
-    print_forecast(run_forecast(data, months=3))
+    console.rule("Forecast, deal scores and risk flags, published for the API")
+    published = run_publish(data)
+    print_forecast(published)
+    console.print(
+        f"published {published['version']}: {published['open_deals']} open deals scored, "
+        f"{published['flagged_deals']} with risk flags"
+    )
 
 
 def _quarter_start(moment: datetime, *, back: int) -> date:

@@ -52,6 +52,7 @@ __all__ = [
     "CUTOFF_TAG",
     "champion_models",
     "fan_chart",
+    "kept_rows",
     "run_forecast",
 ]
 
@@ -92,7 +93,7 @@ def champion_models(data: Path, history: Any, as_of: datetime) -> DealModels | N
     )
 
 
-def _kept(
+def kept_rows(
     forecast: RevenueForecast,
     summary: pl.DataFrame,
     weighted: pl.DataFrame,
@@ -295,7 +296,7 @@ def run_forecast(
     created = datetime.now(UTC)
     forecast_id = new_forecast_id(created)
     version = ", ".join(f"{k}@{v}" for k, v in models.versions.items()) or "refitted"
-    kept = _kept(
+    kept = kept_rows(
         forecast,
         summary,
         weighted,
