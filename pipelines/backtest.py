@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from features.forecast_log import KEPT_SCHEMA, ForecastLog
+from features.forecast_log import METHODS as KEPT_METHODS
 from features.snapshots import data_now
 from features.store import Store
 from models.backtest import METHODS, Backtest, acceptance, month_origins, run_backtest
@@ -42,11 +44,14 @@ def run_backtest_job(
     n_samples: int = 1000,
     methods: Sequence[str] = METHODS,
     show_progress: bool = True,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """Run the backtest on the store at ``data``, log it, return the backtest and its verdict.
 
     ``start``/``end`` are the first and last origins (month starts); the default is the last
-    12 origins whose first month has closed.
+    12 origins whose first month has closed. ``keep`` also keeps each origin's company-total
+    forecasts (dealcast and the stage-weighted baselines) in the forecast log, as retrospective
+    forecasts (:func:`kept_from_backtest`), so the accuracy history starts filled.
     """
     history = Store(data).load()
     now = data_now(history)
@@ -91,6 +96,16 @@ def run_backtest_job(
                 history, origins, horizons=horizons, by=by, n_samples=n_samples, methods=methods
             )
         _log(run, result)
+        if keep:
+            log = ForecastLog(data)
+            kept = [
+                f
+                for f in kept_from_backtest(result)
+                if not log.path_of(f["forecast_id"][0]).exists()
+            ]
+            for frame in kept:
+                log.append(frame)
+            run.metric("kept_forecasts", float(len(kept)))
         verdict = acceptance(result)
         run.json("acceptance", verdict)
         run_id = run.run_id
@@ -122,3 +137,59 @@ def _log(run: Any, result: Backtest) -> None:
     run.frame("summary", result.league())
     if f"dealcast{P10}" in result.frame.columns:
         run.tag("dealcast.interval", f"dealcast{P10}..dealcast{P90}")
+
+
+RETROSPECTIVE = "backtest (refit at the origin)"
+"""``model_version`` of a forecast kept from a backtest: made after the fact, point in time."""
+
+
+def kept_from_backtest(result: Backtest) -> list[pl.DataFrame]:
+    """Each origin's company-total forecasts as kept forecasts (``KEPT_SCHEMA``), one per origin.
+
+    Every method was refit with only what was known at the origin, so these are the forecasts
+    that would have been made then; ``model_version`` says they are retrospective and the
+    forecast id (``backtest-YYYY-MM``) makes keeping them twice a no-op. Per-segment backtests
+    keep nothing (their company total is not a forecast of its own).
+    """
+    if result.by:
+        return []
+    created = datetime.now(UTC)
+    frames = []
+    for origin in result.origins:
+        rows = result.frame.filter(pl.col("origin") == origin)
+        if rows.height == 0:
+            continue
+        parts = []
+        for method in KEPT_METHODS:
+            if method not in rows.columns:
+                continue
+            interval = f"{method}{P10}" in rows.columns
+            parts.append(
+                rows.select(
+                    pl.lit("month").alias("period"),
+                    "target_month",
+                    "horizon",
+                    pl.lit("").alias("by"),
+                    "segment",
+                    pl.lit(method).alias("method"),
+                    pl.col(method).alias("mean"),
+                    pl.col(f"{method}{P10}").alias("p10")
+                    if interval
+                    else pl.lit(None, dtype=pl.Float64).alias("p10"),
+                    pl.col(method).alias("p50"),
+                    pl.col(f"{method}{P90}").alias("p90")
+                    if interval
+                    else pl.lit(None, dtype=pl.Float64).alias("p90"),
+                )
+            )
+        moment = datetime(origin.year, origin.month, 1, tzinfo=UTC)
+        frame = pl.concat(parts).with_columns(
+            pl.lit(f"backtest-{origin:%Y-%m}").alias("forecast_id"),
+            pl.lit(created).alias("created_at"),
+            pl.lit(moment).alias("as_of"),
+            pl.lit(origin).alias("origin_month"),
+            pl.lit(RETROSPECTIVE).alias("model_version"),
+        )
+        empty = pl.DataFrame(schema=KEPT_SCHEMA)  # the context columns stay null
+        frames.append(pl.concat([empty, frame], how="diagonal_relaxed").select(list(KEPT_SCHEMA)))
+    return frames

@@ -305,6 +305,14 @@ def backtest(
     by: Annotated[str | None, typer.Option("--by", help="Score per dimension.")] = None,
     samples: Annotated[int, typer.Option("--samples", min=100)] = 1000,
     fmt: Annotated[TableOrJson, typer.Option("--format")] = TableOrJson.table,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Keep each origin's company forecasts in the forecast log (retrospective), "
+            "so `evaluate` fills the accuracy history.",
+        ),
+    ] = False,
     data: DataOption = None,
 ) -> None:
     """Rolling-origin backtest of dealcast against five baselines; prints the league table."""
@@ -324,6 +332,7 @@ def backtest(
             by=_one_dimension(by),
             n_samples=samples,
             show_progress=fmt is TableOrJson.table,
+            keep=keep,
         )
     except (StoreNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None

@@ -125,7 +125,7 @@ def _models(data: Path) -> None:
         f"v{trained['version']} as @{trained['alias']}"
     )
     console.rule("Backtest: the last 12 months, every method refit at each origin")
-    print_league(run_backtest_job(data))
+    print_league(run_backtest_job(data, keep=True))
     console.rule("Forecast, deal scores and risk flags, published for the API")
     published = run_publish(data)
     print_forecast(published)
