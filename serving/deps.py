@@ -42,7 +42,13 @@ def _holder(request: Request) -> ResultsHolder:
     return request.app.state.results  # type: ignore[no-any-return]
 
 
-SettingsDep = Annotated[ServeSettings, Depends(_settings)]
+async def _settings_dep(request: Request) -> ServeSettings:
+    # dependencies are async: FastAPI runs a sync one in a worker thread, which cost a third of
+    # the throughput and most of the p99 under load (bench/README.md, Serving)
+    return _settings(request)
+
+
+SettingsDep = Annotated[ServeSettings, Depends(_settings_dep)]
 
 
 async def authenticate(
@@ -100,7 +106,7 @@ async def require_staff(principal: PrincipalDep) -> Principal:
     return principal
 
 
-def _published(request: Request) -> Published:
+async def _published(request: Request) -> Published:
     current = _holder(request).current
     if current is None:
         raise HTTPException(

@@ -17,7 +17,7 @@ router = APIRouter(
 )
 
 
-def _runner(request: Request) -> JobRunner:
+async def _runner(request: Request) -> JobRunner:
     return request.app.state.jobs  # type: ignore[no-any-return]
 
 
