@@ -10,13 +10,8 @@ the contract (schemathesis) and browser tests.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +25,7 @@ from features.snapshots import data_now
 from features.store import Store
 from models.calendar import add_months, month_of
 from pipelines.cli import app as cli
+from pipelines.serve import child_server
 from serving.app import create_app
 from serving.auth import add_key
 from serving.settings import ServeSettings
@@ -99,14 +95,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def live_server(
     published: Path, keys: Keys, tmp_path_factory: pytest.TempPathFactory
@@ -117,26 +105,6 @@ def live_server(
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--data", str(published)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*cmd, "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dealcast serve did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+    with child_server([*cmd, "--port", str(port)], f"{url}/readyz", log, env=env, timeout=60):
         yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
