@@ -20,7 +20,7 @@ that show risk. ``priority = expected_this_period × (1 + 0.25 × min(flags, 4))
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +221,7 @@ def run_publish(
             )
             summary = forecast.summary(months=months)
             pipeline = weighted_pipeline(history, moment, by=by, models=models, rows=rows)
-            created = datetime.now().astimezone()
+            created = datetime.now(UTC)
             keep = kept_rows(
                 forecast,
                 summary,
