@@ -52,7 +52,7 @@ __all__ = [
 N_SAMPLES = 2000
 """Monte Carlo samples of a forecast (P10/P90 of 2,000 draws move by well under 1%)."""
 
-_TARGET_SCOPE = {"owner_id": "owner", "team": "team", "region": "region"}
+TARGET_SCOPE: dict[str, str] = {"owner_id": "owner", "team": "team", "region": "region"}
 """Dimensions that have targets, and their ``targets.scope_type``."""
 
 
@@ -492,7 +492,7 @@ class RevenueForecast:
         scope_type = (
             "company"
             if not self.by
-            else _TARGET_SCOPE.get(self.by[0])
+            else TARGET_SCOPE.get(self.by[0])
             if len(self.by) == 1
             else None
         )

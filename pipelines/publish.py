@@ -27,14 +27,21 @@ from typing import Any
 import polars as pl
 
 from features.contract import DealHistory
-from features.forecast_log import ForecastLog, new_forecast_id, read_accuracy
+from features.forecast_log import ForecastLog, new_forecast_id, read_accuracy, segment_label
 from features.kpis import kpi_table
 from features.risk import risk_flags, risk_norms
 from features.snapshots import data_now, snapshot_features
 from features.store import Store
 from models.baselines import monthly_bookings
 from models.calendar import add_months, instant, month_of, quarter_start
-from models.forecast import N_SAMPLES, DealModels, deal_scores, revenue_forecast, training_rows
+from models.forecast import (
+    N_SAMPLES,
+    TARGET_SCOPE,
+    DealModels,
+    deal_scores,
+    revenue_forecast,
+    training_rows,
+)
 from models.reasons import ReasonExplainer
 from models.tracking import NoChampionError, job_run
 from models.weighted import weighted_pipeline
@@ -59,15 +66,10 @@ ACTUAL_MONTHS = 24
 URGENCY_PER_FLAG = 0.25
 MAX_FLAGS_COUNTED = 4
 
-_TARGET_SCOPE = {"owner_id": "owner", "team": "team", "region": "region"}
 
-
-def _segment(dims: tuple[str, ...] | list[str]) -> pl.Expr:
-    if not dims:
-        return pl.lit("total")
-    return pl.concat_str(
-        [pl.col(c).cast(pl.String).fill_null("(none)") for c in dims], separator=" · "
-    )
+def _segment(dims: list[str]) -> pl.Expr:
+    """The ``segment`` label of a unit: "total" for the company, else ``segment_label``."""
+    return segment_label(dims) if dims else pl.lit("total")
 
 
 def _scores(
@@ -138,7 +140,7 @@ def _actuals(history: DealHistory, moment: datetime) -> pl.DataFrame:
             "month",
             "bookings",
         )
-        scope = "company" if by is None else _TARGET_SCOPE.get(by)
+        scope = "company" if by is None else TARGET_SCOPE.get(by)
         if targets is not None and scope is not None:
             keyed = targets.filter(pl.col("scope_type") == scope).select(
                 pl.col("scope_id").cast(pl.String).fill_null("total").alias("segment")

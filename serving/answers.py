@@ -97,19 +97,22 @@ def _deal_details(pub: Published) -> dict[str, DealScorePublic]:
     """Every published deal's score with its reasons and flags (built once per publication)."""
 
     def build() -> dict[str, DealScorePublic]:
-        reasons: dict[str, list[dict[str, Any]]] = {}
-        for r in pub["reasons"].sort("deal_id", "order").iter_rows(named=True):
-            reasons.setdefault(r["deal_id"], []).append({"text": r["text"], "effect": r["effect"]})
-        flags: dict[str, list[dict[str, Any]]] = {}
-        if pub["flags"].height:
-            for r in (
-                pub["flags"]
-                .sort("deal_id", "severity", descending=[False, True])
-                .iter_rows(named=True)
-            ):
-                flags.setdefault(r["deal_id"], []).append(
-                    {"flag": r["flag"], "evidence": r["evidence"], "severity": r["severity"]}
-                )
+        reasons = dict(
+            pub["reasons"]
+            .sort("deal_id", "order")
+            .group_by("deal_id", maintain_order=True)
+            .agg(pl.struct("text", "effect").alias("items"))
+            .iter_rows()
+        )
+        flags = pub["flags"]
+        flags = dict(
+            flags.sort("deal_id", "severity", descending=[False, True])
+            .group_by("deal_id", maintain_order=True)
+            .agg(pl.struct("flag", "evidence", "severity").alias("items"))
+            .iter_rows()
+            if flags.height
+            else []
+        )
         out = {}
         for r in pub["scores"].iter_rows(named=True):
             record = _clean({k: r.get(k) for k in DealScorePublic.model_fields})
