@@ -32,6 +32,7 @@ __all__ = [
     "PERIODS",
     "KpiContext",
     "kpi_context",
+    "known_at",
     "validate_by",
     "period_of",
     "period_label",
@@ -160,7 +161,7 @@ def _data_span(history: DealHistory) -> tuple[datetime | None, datetime | None]:
     return first, last
 
 
-def _cut(history: DealHistory, cutoff: datetime) -> DealHistory:
+def known_at(history: DealHistory, cutoff: datetime) -> DealHistory:
     """The history as it was known at ``cutoff``: later rows dropped, later closes undone."""
     limit = pl.lit(cutoff).cast(TS)
     deals = history.deals.filter(pl.col("created_at") <= limit).with_columns(
@@ -238,7 +239,7 @@ def kpi_context(
         cutoff = last_at
     else:  # no data and no end: nothing to cut
         cutoff = _end_of_day(start or date.today())
-    cut = _cut(history, cutoff)
+    cut = known_at(history, cutoff)
 
     # The grid runs from the first data (or ``start``, if earlier) to ``end`` (or the last data).
     first_days = [d for d in (first_at.date() if first_at else None, start) if d is not None]

@@ -39,7 +39,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import polars as pl
 
 from features.contract import DealHistory
-from features.kpis_periods import _cut, days_between
+from features.kpis_periods import days_between, known_at
 from features.snapshots import as_of_frame, deal_states, enriched_history
 
 __all__ = ["RISK_FLAGS", "RiskNorms", "risk_flags", "risk_norms"]
@@ -185,7 +185,7 @@ def risk_norms(
         if value < 1:
             raise ValueError(f"{name} must be at least 1, not {value}")
     at = _as_utc(as_of)
-    known = _cut(history, at)
+    known = known_at(history, at)
     stage_days, silence, owners = pl.collect_all(
         [
             _stage_days(known, min_spells),
