@@ -431,6 +431,55 @@ def accuracy(
     print_accuracy(result, fmt.value)
 
 
+class AnomalyKind(StrEnum):
+    kpi = "kpi"
+    rep = "rep"
+    data_quality = "data_quality"
+    deal = "deal"
+
+
+@app.command()
+def anomalies(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="First KPI period judged (default: 6 months back)."),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Day (default: the end of the data).")
+    ] = None,
+    kind: Annotated[
+        list[AnomalyKind] | None, typer.Option("--kind", help="Only these detectors' findings.")
+    ] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate",
+            help="Simulated data only: score the KPI detector against the injected anomalies.",
+        ),
+    ] = False,
+    fmt: Annotated[TableOrJson, typer.Option("--format")] = TableOrJson.table,
+    data: DataOption = None,
+) -> None:
+    """KPI breaks, reps far from peers, data-quality breaks and deal risk flags, by severity."""
+    from features.store import StoreNotFoundError
+    from pipelines.anomalies import (
+        print_anomalies,
+        print_evaluation,
+        run_anomalies,
+        run_anomaly_evaluation,
+    )
+
+    first = _parse_day(since, "--since")
+    try:
+        if evaluate:
+            print_evaluation(run_anomaly_evaluation(data_dir(data), since=first), fmt.value)
+            return
+        result = run_anomalies(data_dir(data), as_of=_parse_day(as_of, "--as-of"), since=first)
+    except (StoreNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    print_anomalies(result, fmt.value, kinds=[k.value for k in kind] if kind else None)
+
+
 @app.command()
 def publish(
     as_of: Annotated[

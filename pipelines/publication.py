@@ -21,6 +21,8 @@ from typing import Any
 
 import polars as pl
 
+from models.detections import ANOMALY_SCHEMA
+
 __all__ = [
     "ANOMALY_SCHEMA",
     "PUBLISHED_DIMENSIONS",
@@ -127,23 +129,3 @@ def _prune(root: Path, *, keep: str) -> None:
     for old in versions[:-KEEP_VERSIONS]:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
-
-
-ANOMALY_SCHEMA: dict[str, pl.DataType] = {
-    "anomaly_id": pl.String(),
-    "kind": pl.String(),  # kpi / deal / rep / data_quality
-    "metric": pl.String(),
-    "by": pl.String(),  # "" for the company
-    "segment": pl.String(),
-    "period_start": pl.Date(),
-    "observed": pl.Float64(),
-    "expected": pl.Float64(),
-    "band_low": pl.Float64(),
-    "band_high": pl.Float64(),
-    "score": pl.Float64(),
-    "severity": pl.String(),  # low / medium / high
-    "direction": pl.String(),  # up / down
-    "summary": pl.String(),
-    "drilldown": pl.String(),  # JSON list of {what, share, detail}
-}
-"""The ``anomalies`` table: one row per detection, whatever detector found it."""

@@ -10,6 +10,8 @@ refresh job calls it, and a request must not train a model). It
 3. weighs the open pipeline (stage-weighted and model-weighted) by expected close month;
 4. scores the kept forecasts whose month has closed (``pipelines.evaluate.run_evaluate``);
 5. computes the KPI tables, and the monthly bookings and targets behind the fan chart;
+6. runs every anomaly detector (``pipelines.anomalies``) over the last
+   ``LOOKBACK_MONTHS`` months;
 
 then writes one publication (``pipelines.publication``) and logs one MLflow run.
 
@@ -45,11 +47,11 @@ from models.forecast import (
 from models.reasons import ReasonExplainer
 from models.tracking import NoChampionError, job_run
 from models.weighted import weighted_pipeline
+from pipelines.anomalies import DETECTORS, LOOKBACK_MONTHS, detect_anomalies
 from pipelines.console import progress
 from pipelines.evaluate import run_evaluate
 from pipelines.forecast import champion_models, kept_rows
 from pipelines.publication import (
-    ANOMALY_SCHEMA,
     PUBLISHED_DIMENSIONS,
     PUBLISHED_MONTHS,
     write_publication,
@@ -202,7 +204,7 @@ def run_publish(
         raise ValueError(f"months must be >= 1, got {months}")
     units: list[str | None] = [None, *PUBLISHED_DIMENSIONS]
     with progress() as bar:
-        task = bar.add_task("loading the @champion models", total=len(units) + 5)
+        task = bar.add_task("loading the @champion models", total=len(units) + 6)
         models = champion_models(data, history, moment)
         if models is None or models.max_months < window:
             raise NoChampionError(
@@ -255,6 +257,14 @@ def run_publish(
         bar.update(task, description="computing the KPIs")
         kpis = {period: _kpis(history, moment, period) for period in ("week", "month", "quarter")}
         bar.advance(task)
+        bar.update(task, description="detecting anomalies")
+        found, anomaly_counts = detect_anomalies(
+            history,
+            moment=moment,
+            since=add_months(origin, -LOOKBACK_MONTHS),
+            flags=flags,
+        )
+        bar.advance(task)
         bar.update(task, description="publishing")
         open_ids = scores["deal_id"] if scores.height else pl.Series("deal_id", [], pl.String)
         stage_history = (
@@ -277,7 +287,7 @@ def run_publish(
             "kpis_week": kpis["week"],
             "kpis_month": kpis["month"],
             "kpis_quarter": kpis["quarter"],
-            "anomalies": pl.DataFrame(schema=ANOMALY_SCHEMA),
+            "anomalies": found,
         }
         manifest = {
             "as_of": moment.isoformat(),
@@ -287,9 +297,14 @@ def run_publish(
             "model_version": version,
             "forecast_ids": [str(frame["forecast_id"][0]) for frame in kept if frame.height],
             "n_samples": n_samples,
-            "detectors": [],
+            "detectors": list(DETECTORS),
+            "anomaly_counts": anomaly_counts,
         }
-        params = {k: v for k, v in manifest.items() if k not in ("forecast_ids", "detectors")}
+        params = {
+            k: v
+            for k, v in manifest.items()
+            if k not in ("forecast_ids", "detectors", "anomaly_counts")
+        }
         with job_run(data, "publish", params=params) as run:
             total = tables["forecasts"].filter((pl.col("by") == "") & (pl.col("period") == "month"))
             for r in total.iter_rows(named=True):
@@ -298,6 +313,7 @@ def run_publish(
                 {
                     "open_deals": float(scores.height),
                     "flagged_deals": float(flags["deal_id"].n_unique()) if flags.height else 0.0,
+                    **{f"anomalies_{k}": float(v) for k, v in anomaly_counts.items()},
                     **{
                         f"flags_{name}": float(n)
                         for name, n in (

@@ -197,8 +197,11 @@ def anomalies(
     since: date | None,
     severity: str | None,
     owner: str | None,
+    kinds: tuple[str, ...] | None = None,
 ) -> bytes:
     rows = pub["anomalies"]
+    if kinds:
+        rows = rows.filter(pl.col("kind").is_in(list(kinds)))
     if since is not None:
         rows = rows.filter(pl.col("period_start") >= since)
     if severity is not None:

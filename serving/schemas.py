@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 Period = Literal["month", "quarter"]
 KpiPeriod = Literal["week", "month", "quarter"]
 Severity = Literal["low", "medium", "high"]
+AnomalyKind = Literal["kpi", "rep", "data_quality", "deal"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 
 
@@ -160,11 +161,14 @@ class DrilldownPublic(BaseModel):
 
 class AnomalyPublic(BaseModel):
     anomaly_id: str
-    kind: str = Field(description="kpi, deal, rep or data_quality.")
+    kind: AnomalyKind = Field(description="kpi, rep, data_quality or deal.")
     metric: str
     by: str
     segment: str
     period_start: date | None
+    period_end: date | None = Field(
+        default=None, description="First day after the anomaly's last period."
+    )
     observed: float | None
     expected: float | None
     band_low: float | None

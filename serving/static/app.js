@@ -596,7 +596,8 @@
   }
 
   async function loadAnomalies() {
-    const body = await api("/v1/anomalies");
+    // Deal risk flags live with each deal (deals view); this table is about KPIs, reps, data.
+    const body = await api("/v1/anomalies?kind=kpi&kind=rep&kind=data_quality");
     provenance(body);
     $("anomalies-sub").textContent = body.detectors.length
       ? `Detectors that ran: ${body.detectors.join(", ")}.` : "";
@@ -613,7 +614,11 @@
       { label: "Kind", col: "kind", value: (r) => r.kind.replace(/_/g, " ") },
       { label: "Metric", col: "metric", value: (r) => r.metric.replace(/_/g, " ") },
       { label: "Segment", col: "segment", value: (r) => (r.by ? `${r.by}: ${r.segment}` : r.segment) },
-      { label: "Period", col: "period", value: (r) => fmtDate(r.period_start) },
+      {
+        label: "Period", col: "period",
+        value: (r) => (r.period_end && r.period_end !== r.period_start
+          ? `${fmtDate(r.period_start)} – ${fmtDate(r.period_end)}` : fmtDate(r.period_start)),
+      },
       { label: "Observed", num: true, col: "observed", value: (r) => fmtValue(r.observed) },
       {
         label: "Expected", num: true, col: "expected", value: (r) => fmtValue(r.expected),

@@ -177,11 +177,27 @@ def test_accuracy_history_has_closed_months_next_to_the_baseline(
     assert h1["by_month"] and {r["horizon"] for r in h1["by_month"]} == {1}
 
 
-def test_anomalies_say_no_detector_ran_instead_of_inventing_any(
+def test_anomalies_list_what_the_detectors_published_most_severe_first(
     client: TestClient, keys: Keys
 ) -> None:
     body = client.get("/v1/anomalies", headers=keys.headers("ops")).json()
-    assert body["detectors"] == [] and body["anomalies"] == []
+    assert body["detectors"] == ["kpi", "rep", "data_quality", "deal"]
+    rows = body["anomalies"]
+    assert rows, "the simulated company has open deals with risk flags at least"
+    rank = {"high": 0, "medium": 1, "low": 2}
+    order = [(rank[r["severity"]], -r["score"]) for r in rows]
+    assert order == sorted(order)
+    assert {r["kind"] for r in rows} <= set(body["detectors"])
+    deals = client.get(
+        "/v1/anomalies", params={"kind": "deal"}, headers=keys.headers("ops")
+    ).json()["anomalies"]
+    assert deals and {r["kind"] for r in deals} == {"deal"}
+    assert all(r["by"] == "deal_id" and r["period_end"] for r in deals)
+    others = client.get(
+        "/v1/anomalies", params=[("kind", "kpi"), ("kind", "rep")], headers=keys.headers("ops")
+    ).json()["anomalies"]
+    assert len(others) + len(deals) <= len(rows)
+    assert {r["kind"] for r in others} <= {"kpi", "rep"}
 
 
 @pytest.mark.parametrize(
@@ -195,6 +211,7 @@ def test_anomalies_say_no_detector_ran_instead_of_inventing_any(
         ("/v1/accuracy", {"from": "2026-05-01", "to": "2026-01-01"}, "to"),
         ("/v1/accuracy", {"horizon": -1}, "horizon"),
         ("/v1/anomalies", {"severity": "dire"}, "severity"),
+        ("/v1/anomalies", {"kind": "weather"}, "kind"),
         ("/v1/kpis", {"period": "day"}, "period"),
     ],
 )
@@ -203,7 +220,7 @@ def test_bad_parameters_get_422_naming_them(
 ) -> None:
     response = client.get(path, params=params, headers=keys.headers("leader"))
     assert response.status_code == 422, response.text
-    assert [e["loc"] for e in response.json()["detail"]] == [["query", name]]
+    assert [e["loc"][:2] for e in response.json()["detail"]] == [["query", name]]
 
 
 def test_unknown_ids_are_404(client: TestClient, keys: Keys) -> None:

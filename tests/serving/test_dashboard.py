@@ -169,7 +169,7 @@ def test_leader_sees_the_forecast_accuracy_and_anomalies(
         tab.get_by_test_id("accuracy-chart").locator("svg circle.series-point.m-dealcast")
     ).to_have_count(len(closed))
 
-    anomalies = _get(live_server, "/v1/anomalies", keys.leader)
+    anomalies = _get(live_server, "/v1/anomalies?kind=kpi&kind=rep&kind=data_quality", keys.leader)
     section = tab.get_by_test_id("anomalies")
     if not anomalies["detectors"]:
         expect(section).to_contain_text("No anomaly detector has run yet")
