@@ -368,7 +368,8 @@ def _duplicates(checked: pl.DataFrame, at: datetime, opts: _Options) -> list[Rec
     deals = pl.concat([pairs["deal_id"], pairs["deal_id_b"]]).n_unique()
     share = deals / checked.height
     summary = (
-        f"{pairs.height} pairs of deals look like duplicates (one account, amounts within "
+        f"{pairs.height} pair{'' if pairs.height == 1 else 's'} of deals look like duplicates "
+        f"(one account or owner, amounts within "
         f"{opts.duplicate_tolerance:.0%}, created within {opts.duplicate_days} days): {deals} of "
         f"the {checked.height} deals open or created in the last {opts.recent_days} days "
         f"({share:.1%})"

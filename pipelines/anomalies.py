@@ -52,9 +52,9 @@ DETECTORS: tuple[str, ...] = KINDS
 LOOKBACK_MONTHS = 6
 """Months of KPI periods a run judges by default (the ops view's recent history)."""
 
-EVALUATION_WARMUP_MONTHS = 18
-"""``--evaluate`` judges the months after this many: the simulator places its anomalies in
-the second half of the history, and a baseline needs a year or more behind it."""
+EVALUATION_WARMUP_MONTHS = 12
+"""``--evaluate`` judges the second half of the history, and never its first this-many months:
+the simulator places its anomalies in the second half, and a baseline needs a year behind it."""
 
 _SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}  # high first
 
@@ -197,7 +197,8 @@ def run_anomaly_evaluation(
     first = history.deals.select(pl.col("created_at").min()).collect().item()
     moment = data_now(history)
     until = add_months(month_of(moment), 1) if moment.day > 27 else month_of(moment)
-    start = since or add_months(month_of(first), EVALUATION_WARMUP_MONTHS)
+    span = (until.year - first.year) * 12 + until.month - first.month
+    start = since or add_months(month_of(first), max(EVALUATION_WARMUP_MONTHS, span // 2))
     with progress(transient=True) as bar:
         task = bar.add_task("judging KPI series", total=None)
         detections, counts = detect_kpi_anomalies(
