@@ -15,6 +15,7 @@ from features.kpis import kpi_table
 from features.snapshots import data_end, pipeline_as_of
 from features.store import Store
 from models.tracking import artifact_root, tracking_uri
+from pipelines.anomalies import DETECTORS, print_anomalies
 from pipelines.backtest import run_backtest_job
 from pipelines.console import console, progress, render_table
 from pipelines.ingest import ingest_sources, print_report
@@ -129,6 +130,11 @@ def _models(data: Path) -> None:
     console.rule("Forecast, deal scores and risk flags, published for the API")
     published = run_publish(data)
     print_forecast(published)
+    console.rule("Anomalies of the last 6 months (published for the ops view)")
+    print_anomalies(
+        {**published, "counts": published["anomaly_counts"], "detectors": list(DETECTORS)},
+        "table",
+    )
     console.print(
         f"published {published['version']}: {published['open_deals']} open deals scored, "
         f"{published['flagged_deals']} with risk flags"

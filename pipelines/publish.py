@@ -339,5 +339,8 @@ def run_publish(
         "flagged_deals": flags["deal_id"].n_unique() if flags.height else 0,
         "forecasts": tables["forecasts"],
         "evaluated": evaluated,
+        "anomalies": found,
+        "anomaly_counts": anomaly_counts,
+        "since": add_months(origin, -LOOKBACK_MONTHS),
         "run_id": run.run_id,
     }
