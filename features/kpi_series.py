@@ -268,7 +268,10 @@ def _stage_advances(ctx: KpiContext) -> pl.LazyFrame:
             ctx.period_of("_left_at"),
             (
                 pl.lit("stage_advance__")
-                + pl.col("stage").map_elements(stage_slug, return_dtype=pl.String)
+                + pl.col("stage").replace_strict(
+                    {s: stage_slug(s) for s in ctx.history.pipeline.open_stages},
+                    return_dtype=pl.String,
+                )
             ).alias("metric"),
         )
         .group_by(*ctx.keys, "metric")

@@ -30,9 +30,7 @@ to say which segment accounts for a parent's deviation.
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -40,6 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from models.newbiz import no_prophet_deprecations, quarter_end_flags, quiet_prophet
 
 __all__ = ["PROPHET_MIN_MONTHS", "Judgement", "ProphetBand", "judge"]
 
@@ -267,10 +267,7 @@ class ProphetBand:
         self.seed = seed
 
     def fit(self, months: list[date], values: np.ndarray) -> ProphetBand:
-        logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
-        from cmdstanpy.utils import get_logger
-
-        get_logger().setLevel(logging.WARNING)
+        quiet_prophet()
         from prophet import Prophet
 
         model = Prophet(
@@ -283,21 +280,19 @@ class ProphetBand:
         )
         model.add_regressor("quarter_end")
         frame = pd.DataFrame({"ds": pd.to_datetime(months), "y": np.log1p(values)})
-        frame["quarter_end"] = [1.0 if m.month % 3 == 0 else 0.0 for m in months]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The inplace keyword", module="prophet")
+        frame["quarter_end"] = quarter_end_flags(months)
+        with no_prophet_deprecations():
             model.fit(frame)
         self.prophet_ = model
         return self
 
     def judge(self, months: list[date], values: np.ndarray) -> list[Judgement]:
         future = pd.DataFrame({"ds": pd.to_datetime(months)})
-        future["quarter_end"] = [1.0 if m.month % 3 == 0 else 0.0 for m in months]
+        future["quarter_end"] = quarter_end_flags(months)
         state = np.random.get_state()
         try:
             np.random.seed(self.seed)  # Prophet samples its interval from numpy's global RNG
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The inplace keyword", module="prophet")
+            with no_prophet_deprecations():
                 out = self.prophet_.predict(future)
         finally:
             np.random.set_state(state)

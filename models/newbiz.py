@@ -47,6 +47,9 @@ __all__ = [
     "NewBusinessForecaster",
     "monthly_bookings",
     "newbiz_history",
+    "no_prophet_deprecations",
+    "quarter_end_flags",
+    "quiet_prophet",
 ]
 
 _SERIES_COLUMNS = ("origin_month", "horizon", "target_month", "bookings")
@@ -244,7 +247,7 @@ def monthly_bookings(
 
 
 # -- one series: Prophet or the robust fallback -----------------------------------------------
-def _quiet() -> None:
+def quiet_prophet() -> None:
     """Silence cmdstanpy's per-fit INFO lines and Prophet's "plotly missing" notice."""
     # Prophet's plotting module logs an error at import when plotly is absent (we never plot
     # with plotly); set its level before the first import.
@@ -256,14 +259,14 @@ def _quiet() -> None:
 
 
 @contextmanager
-def _no_prophet_deprecations() -> Iterator[None]:
+def no_prophet_deprecations() -> Iterator[None]:
     """Hide Prophet's own use of pandas arguments pandas is deprecating (not ours to fix)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The inplace keyword", module="prophet")
         yield
 
 
-def _quarter_end(months: Sequence[date]) -> np.ndarray:
+def quarter_end_flags(months: Sequence[date]) -> np.ndarray:
     return np.array([1.0 if m.month % 3 == 0 else 0.0 for m in months])
 
 
@@ -279,7 +282,7 @@ class _Series:
         self.fallback = len(y) < params["min_points"] or float(np.ptp(y)) == 0.0
         if self.fallback:
             return
-        _quiet()
+        quiet_prophet()
         from prophet import Prophet
 
         yearly = params["yearly_order"] if len(y) >= params["min_yearly_points"] else False
@@ -295,21 +298,21 @@ class _Series:
         frame = pd.DataFrame({"ds": pd.to_datetime(months), "y": y})
         if params["quarter_end"]:
             model.add_regressor("quarter_end")
-            frame["quarter_end"] = _quarter_end(months)
-        with _no_prophet_deprecations():
+            frame["quarter_end"] = quarter_end_flags(months)
+        with no_prophet_deprecations():
             model.fit(frame)
         self.prophet = model
 
     def _future(self, months: Sequence[date]) -> pd.DataFrame:
         frame = pd.DataFrame({"ds": pd.to_datetime(list(months))})
         if "quarter_end" in self.prophet.extra_regressors:
-            frame["quarter_end"] = _quarter_end(months)
+            frame["quarter_end"] = quarter_end_flags(months)
         return frame
 
     def mean(self, months: Sequence[date]) -> np.ndarray:
         if self.prophet is None:
             return np.full(len(months), max(self.center, 0.0))
-        with _no_prophet_deprecations():
+        with no_prophet_deprecations():
             yhat = self.prophet.predict(self._future(months))["yhat"].to_numpy()
         return np.clip(yhat, 0.0, None)
 
@@ -324,7 +327,7 @@ class _Series:
         try:
             np.random.seed(seed)
             self.prophet.uncertainty_samples = n_samples
-            with _no_prophet_deprecations():
+            with no_prophet_deprecations():
                 draws = self.prophet.predictive_samples(self._future(months))["yhat"]
         finally:
             self.prophet.uncertainty_samples = 0
