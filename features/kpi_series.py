@@ -34,6 +34,7 @@ import polars as pl
 from features.contract import DealHistory
 from features.kpis import kpi_table
 from features.kpis_periods import KpiContext, kpi_context, stage_slug
+from features.kpis_pipeline import due_at_start
 from features.snapshots import enriched_history
 
 __all__ = [
@@ -281,20 +282,11 @@ def _stage_advances(ctx: KpiContext) -> pl.LazyFrame:
 
 def _slips(ctx: KpiContext) -> pl.LazyFrame:
     """``period_start, *by, metric, k, n``: deals due in the period and how many slipped."""
-    closes = ctx.deals.select("deal_id", pl.col("closed_at").alias("_closed_at"), "outcome")
-    due = (pl.col("expected_close_date") >= pl.col("period_start")) & (
-        pl.col("expected_close_date") < pl.col("next_start")
-    )
-    closed_in = pl.col("outcome").is_not_null() & (pl.col("_closed_at") <= pl.col("end_as_of"))
     return (
-        ctx.states_at("start")
-        .join(closes, on="deal_id", how="left")
-        .filter(due.fill_null(False))
+        due_at_start(ctx)
+        .filter(pl.col("_due"))
         .group_by(ctx.keys)
-        .agg(
-            (~closed_in.fill_null(False)).sum().alias("k"),
-            pl.len().alias("n"),
-        )
+        .agg((~pl.col("_in")).sum().alias("k"), pl.len().alias("n"))
         .with_columns(pl.lit("slip_rate").alias("metric"))
     )
 

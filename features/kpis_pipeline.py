@@ -18,6 +18,7 @@ from features.snapshots import as_of_frame, enriched_history, pipeline_as_of
 
 __all__ = [
     "BREAKDOWNS",
+    "due_at_start",
     "end_of_period_kpis",
     "start_of_period_kpis",
     "push_counts",
@@ -139,6 +140,21 @@ def end_of_period_kpis(ctx: KpiContext, probabilities: pl.LazyFrame | None = Non
     return states.group_by(ctx.keys).agg(aggs)
 
 
+def due_at_start(ctx: KpiContext) -> pl.LazyFrame:
+    """The deals open as each period began, with ``_due`` (expected close, as of then, inside
+    the period) and ``_in`` (won or lost by the period's end, or the cutoff)."""
+    closes = ctx.deals.select("deal_id", pl.col("closed_at").alias("_closed_at"), "outcome")
+    due = (pl.col("expected_close_date") >= pl.col("period_start")) & (
+        pl.col("expected_close_date") < pl.col("next_start")
+    )
+    closed_in = pl.col("outcome").is_not_null() & (pl.col("_closed_at") <= pl.col("end_as_of"))
+    return (
+        ctx.states_at("start")
+        .join(closes, on="deal_id", how="left")
+        .with_columns(due.fill_null(False).alias("_due"), closed_in.fill_null(False).alias("_in"))
+    )
+
+
 def start_of_period_kpis(ctx: KpiContext) -> pl.LazyFrame:
     """The pipeline open as the period begins, and what became of the part due in it.
 
@@ -151,15 +167,8 @@ def start_of_period_kpis(ctx: KpiContext) -> pl.LazyFrame:
     LazyFrame
         ``period_start, *by, pipeline_due_at_start_amount, slip_rate, _open_at_start_count``.
     """
-    closes = ctx.deals.select("deal_id", pl.col("closed_at").alias("_closed_at"), "outcome")
-    due = (pl.col("expected_close_date") >= pl.col("period_start")) & (
-        pl.col("expected_close_date") < pl.col("next_start")
-    )
-    closed_in = pl.col("outcome").is_not_null() & (pl.col("_closed_at") <= pl.col("end_as_of"))
     return (
-        ctx.states_at("start")
-        .join(closes, on="deal_id", how="left")
-        .with_columns(due.fill_null(False).alias("_due"), closed_in.fill_null(False).alias("_in"))
+        due_at_start(ctx)
         .group_by(ctx.keys)
         .agg(
             pl.len().cast(pl.Int64).alias("_open_at_start_count"),

@@ -27,6 +27,7 @@ from features.kpi_series import kpi_series
 from models.detections import anomaly_frame
 from models.kpi_baselines import PROPHET_MIN_MONTHS, Judgement, ProphetBand, judge
 from models.kpi_findings import consolidate
+from models.newbiz import quarter_end_flags
 
 __all__ = [
     "HARMFUL",
@@ -108,7 +109,7 @@ TEST_SCHEMA: dict[str, pl.DataType] = {
 
 def _quarter_end_flags(period: str, starts: list[date]) -> np.ndarray:
     if period == "month":
-        return np.array([s.month % 3 == 0 for s in starts])
+        return quarter_end_flags(starts) > 0
     flags = []
     for s in starts:  # a week ending in the last 14 days of a quarter
         end = s.toordinal() + 6
