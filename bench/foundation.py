@@ -55,7 +55,7 @@ def step_snapshots(data: Path, weeks: int) -> dict:
 
 
 def step_kpis(data: Path) -> dict:
-    from features.kpis import kpi_table
+    from features.kpis.table import kpi_table
     from features.store import Store
 
     table = kpi_table(Store(data).load(), period="month", by=["region"])

@@ -5,7 +5,7 @@ each next to a baseline.
     .venv/bin/python bench/models.py --deals 20000 --score-deals 50000  # a quicker look
 
 Training: a company of ``--deals`` deals is simulated; its 52 weekly as-of Mondays before the
-end of the data are labelled as known at that end (``models.dataset.labelled_snapshots``), and
+end of the data are labelled as known at that end (``models.deals.dataset.labelled_snapshots``), and
 ``CloseProbabilityModel`` (y = ``label_won``) and ``CloseTimingModel(max_months=3)`` (on
 ``timing_training_set``) are fitted on them. Baseline: a one-hot logistic regression on the
 same rows.
@@ -80,7 +80,7 @@ def _logistic_inputs(frame: Any) -> Any:
     """The baseline's input: FEATURES as pandas, categoricals as strings with "missing"."""
     import polars as pl
 
-    from models.dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from models.deals.dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 
     return frame.select(
         *[pl.col(c).cast(pl.Float64) for c in NUMERIC_FEATURES],
@@ -101,8 +101,8 @@ def step_simulate(deals: int, out: Path) -> dict:
 
 def step_labelled(src: Path, work: Path, weeks: int) -> dict:
     from features.snapshots import data_end
-    from models.dataset import labelled_snapshots
-    from models.evaluation import snapshot_grid
+    from models.deals.dataset import labelled_snapshots
+    from models.deals.evaluation import snapshot_grid
 
     history = _load_history(src)
     end = data_end(history)
@@ -124,7 +124,7 @@ def step_labelled(src: Path, work: Path, weeks: int) -> dict:
 def step_fit_probability(work: Path) -> dict:
     import polars as pl
 
-    from models.probability import CloseProbabilityModel
+    from models.deals.probability import CloseProbabilityModel
 
     frame = pl.read_ipc(work / "labelled.arrow")
     model, seconds = _timed(CloseProbabilityModel().fit, frame, frame["label_won"].to_numpy())
@@ -135,7 +135,7 @@ def step_fit_probability(work: Path) -> dict:
 def step_fit_timing(work: Path) -> dict:
     import polars as pl
 
-    from models.timing import CloseTimingModel, timing_training_set
+    from models.deals.timing import CloseTimingModel, timing_training_set
 
     frame = pl.read_ipc(work / "labelled.arrow")
     started = time.perf_counter()
@@ -154,7 +154,7 @@ def step_fit_logistic(work: Path) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from models.dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    from models.deals.dataset import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 
     frame = pl.read_ipc(work / "labelled.arrow")
     started = time.perf_counter()

@@ -101,7 +101,7 @@ def busiest_owner(data: Path) -> tuple[str, int, int]:
     """(owner_id, their scored deals, all scored deals) of the live publication."""
     import polars as pl
 
-    from pipelines.publication import current_version, published_root
+    from serving.publication import current_version, published_root
 
     version = current_version(data)
     if version is None:

@@ -102,7 +102,7 @@ ACCURACY_SCHEMA: dict[str, pl.DataType] = {
     "accuracy": pl.Float64(),
     "covered": pl.Boolean(),
 }
-"""A kept row scored once its period closed (``models.accuracy.score_forecasts``).
+"""A kept row scored once its period closed (``models.forecast.accuracy.score_forecasts``).
 
 ``actual``: the bookings of the target period; ``forecast``: ``p50``; ``error``: forecast −
 actual; ``abs_error``; ``accuracy``: 1 − |A − F| / A (null when A = 0); ``covered``:
@@ -264,7 +264,7 @@ def write_accuracy(data_dir: Path | str, frame: pl.DataFrame) -> Path:
     ----------
     data_dir : Path or str
     frame : DataFrame
-        Rows of :data:`ACCURACY_SCHEMA` (``models.accuracy.score_forecasts``), unique on
+        Rows of :data:`ACCURACY_SCHEMA` (``models.forecast.accuracy.score_forecasts``), unique on
         :data:`KEPT_KEY`.
     """
     rows = _conform(frame, ACCURACY_SCHEMA, "accuracy table")

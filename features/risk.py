@@ -34,12 +34,13 @@ Percentiles are linearly interpolated (as in the KPI engine's stage durations).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
+from features.calendar import instant
 from features.contract import DealHistory
-from features.kpis_periods import days_between, known_at
+from features.kpis.periods import days_between, known_at
 from features.snapshots import as_of_frame, deal_states, enriched_history
 
 __all__ = ["RISK_FLAGS", "RiskNorms", "risk_flags", "risk_norms"]
@@ -122,15 +123,6 @@ class RiskNorms:
     owner_amounts: pl.DataFrame
 
 
-def _as_utc(value: datetime | date) -> datetime:
-    """A bare date is 00:00 UTC of that day, a naive datetime is UTC (the data contract)."""
-    if not isinstance(value, datetime):
-        return datetime.combine(value, time(), tzinfo=UTC)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 def risk_norms(
     history: DealHistory,
     as_of: datetime | date,
@@ -184,7 +176,7 @@ def risk_norms(
     ):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, not {value}")
-    at = _as_utc(as_of)
+    at = instant(as_of)
     known = known_at(history, at)
     stage_days, silence, owners = pl.collect_all(
         [

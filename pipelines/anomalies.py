@@ -2,13 +2,13 @@
 
 The detectors (none reads the simulator's truth files):
 
-- ``kpi`` — KPI series per segment against their own band (:mod:`models.kpi_anomalies`);
-- ``rep`` — reps far from their peers (:mod:`models.rep_outliers`);
-- ``data_quality`` — data-quality breaks (:mod:`features.data_quality`);
+- ``kpi`` — KPI series per segment against their own band (:mod:`models.anomalies.kpi`);
+- ``rep`` — reps far from their peers (:mod:`models.anomalies.reps`);
+- ``data_quality`` — data-quality breaks (:mod:`models.anomalies.data_quality`);
 - ``deal`` — the deal risk flags of the open deals (:mod:`features.risk`).
 
 ``dealcast anomalies --evaluate`` runs the KPI detector over the second half of a simulated
-history and scores it against ``truth_anomalies`` (:mod:`models.anomaly_evaluation`).
+history and scores it against ``truth_anomalies`` (:mod:`models.anomalies.evaluation`).
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from typing import Any
 
 import polars as pl
 
+from features.calendar import add_months, instant, month_of
 from features.contract import DealHistory
-from features.data_quality import data_quality
 from features.risk import risk_flags, risk_norms
 from features.snapshots import data_now, snapshot_features
 from features.store import Store
-from models.anomaly_evaluation import evaluate_detections
-from models.calendar import add_months, instant, month_of
-from models.detections import ANOMALY_SCHEMA, KINDS, SEVERITIES, anomaly_frame
-from models.kpi_anomalies import DetectorConfig, detect_kpi_anomalies
-from models.rep_outliers import rep_outliers
+from models.anomalies.data_quality import data_quality
+from models.anomalies.detections import ANOMALY_SCHEMA, KINDS, SEVERITIES, anomaly_frame
+from models.anomalies.evaluation import evaluate_detections
+from models.anomalies.kpi import DetectorConfig, detect_kpi_anomalies
+from models.anomalies.reps import rep_outliers
 from models.tracking import job_run
 from pipelines.console import console, progress
 

@@ -13,7 +13,7 @@ from features.forecast_log import KEPT_SCHEMA, ForecastLog
 from features.forecast_log import METHODS as KEPT_METHODS
 from features.snapshots import data_now
 from features.store import Store
-from models.backtest import METHODS, Backtest, acceptance, month_origins, run_backtest
+from models.forecast.backtest import METHODS, Backtest, acceptance, month_origins, run_backtest
 from models.metrics import P10, P90
 from models.tracking import job_run
 from pipelines.console import progress

@@ -179,7 +179,7 @@ def kpis(
     data: DataOption = None,
 ) -> None:
     """The KPI catalogue per period, optionally grouped by a dimension."""
-    from features.kpis import kpi_table
+    from features.kpis.table import kpi_table
     from features.store import Store, StoreNotFoundError
     from pipelines.reports import print_kpis
 
@@ -361,9 +361,10 @@ def pipeline(
     data: DataOption = None,
 ) -> None:
     """The weighted pipeline: CRM stage %, historical stage %, and the model, side by side."""
+    from features.calendar import instant
     from features.snapshots import data_now
     from features.store import Store, StoreNotFoundError
-    from models.weighted import weighted_pipeline
+    from models.forecast.weighted import weighted_pipeline
     from pipelines.forecast import champion_models
     from pipelines.model_reports import print_weighted
 
@@ -374,9 +375,7 @@ def pipeline(
         now = data_now(history)
         moment = now
         if day is not None:
-            from datetime import UTC, datetime
-
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            moment = instant(day)
             if moment > now:
                 raise ValueError(
                     f"--as-of {day} is after the end of the data ({now:%Y-%m-%d}): the pipeline "

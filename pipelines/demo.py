@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 from rich.table import Table
 
-from features.kpis import kpi_table
+from features.kpis.table import kpi_table
 from features.snapshots import data_end, pipeline_as_of
 from features.store import Store
 from models.tracking import artifact_root, tracking_uri

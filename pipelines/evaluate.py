@@ -6,7 +6,8 @@
 only) and ``ValueError`` with a message for the user.
 
 Evaluate is idempotent: it scores every kept forecast whose target period has closed
-(``models.accuracy.score_forecasts``), compares the result with the stored accuracy table and,
+(``models.forecast.accuracy.score_forecasts``), compares the result with the stored accuracy
+table and,
 only when some row is new (a period closed since) or revised (an actual changed, e.g. a deal
 entered late in a new export), logs one MLflow run and replaces the table. Run twice on the
 same data, the second run changes nothing and logs nothing.
@@ -22,12 +23,17 @@ from pathlib import Path
 
 import polars as pl
 
+from features.calendar import instant
 from features.contract import DIMENSIONS
 from features.forecast_log import KEPT_KEY, ForecastLog, read_accuracy, write_accuracy
 from features.snapshots import data_now
 from features.store import Store
-from models.accuracy import accuracy_by_month, accuracy_summary, actuals_for, score_forecasts
-from models.calendar import instant
+from models.forecast.accuracy import (
+    accuracy_by_month,
+    accuracy_summary,
+    actuals_for,
+    score_forecasts,
+)
 from models.tracking import job_run
 from pipelines.console import console, render_table
 
@@ -211,7 +217,7 @@ def run_accuracy(
     dict
         ``by`` (None for the total), ``horizon``, ``rows`` and ``forecasts`` (scored rows and
         forecasts shown), ``summary`` (``period, horizon, [segment], method, wape, bias,
-        coverage, accuracy, n``) and ``by_month`` (``models.accuracy.accuracy_by_month``).
+        coverage, accuracy, n``) and ``by_month`` (``models.forecast.accuracy.accuracy_by_month``).
     """
     unknown = [d for d in (by or "").split(",") if by and d not in DIMENSIONS]
     if unknown:

@@ -22,12 +22,12 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from features.calendar import instant
 from features.forecast_log import KEPT_SCHEMA, ForecastLog, new_forecast_id
 from features.snapshots import data_now, snapshot_features
 from features.store import Store
-from models.baselines import monthly_bookings
-from models.calendar import instant
-from models.forecast import (
+from models.forecast.baselines import monthly_bookings
+from models.forecast.revenue import (
     N_SAMPLES,
     DealModels,
     RevenueForecast,
@@ -37,6 +37,7 @@ from models.forecast import (
     training_rows,
     win_shock,
 )
+from models.forecast.weighted import weighted_pipeline
 from models.tracking import (
     NoChampionError,
     champion_tags,
@@ -44,7 +45,6 @@ from models.tracking import (
     job_run,
     load_champion,
 )
-from models.weighted import weighted_pipeline
 
 __all__ = [
     "PROBABILITY_MODEL",
@@ -265,7 +265,7 @@ def run_forecast(
     -------
     dict
         ``forecast_id, as_of, models`` (where the models came from), ``summary`` (DataFrame,
-        :meth:`models.forecast.RevenueForecast.summary` rows of the shown months and the
+        :meth:`models.forecast.revenue.RevenueForecast.summary` rows of the shown months and the
         quarter), ``baseline`` (the stage-weighted rows), ``run_id``.
     """
     history = Store(data).load()

@@ -4,7 +4,7 @@
 refresh job calls it, and a request must not train a model). It
 
 1. scores every open deal: P(won), timing, expected value, P(slip), the reasons behind the
-   score (``models.reasons``), risk flags (``features.risk``) and a priority;
+   score (``models.deals.reasons``), risk flags (``features.risk``) and a priority;
 2. forecasts the coming months and the quarter for the company and each published dimension,
    and keeps each forecast (``features.forecast_log``) so it is scored when its month closes;
 3. weighs the open pipeline (stage-weighted and model-weighted) by expected close month;
@@ -13,7 +13,7 @@ refresh job calls it, and a request must not train a model). It
 6. runs every anomaly detector (``pipelines.anomalies``) over the last
    ``LOOKBACK_MONTHS`` months;
 
-then writes one publication (``pipelines.publication``) and logs one MLflow run.
+then writes one publication (``serving.publication``) and logs one MLflow run.
 
 Priority: a rep should first work the deals worth the most *this quarter*, and sooner those
 that show risk. ``priority = expected_this_period × (1 + 0.25 × min(flags, 4))`` where
@@ -28,15 +28,16 @@ from typing import Any
 
 import polars as pl
 
+from features.calendar import add_months, instant, month_of, quarter_start
 from features.contract import DealHistory
 from features.forecast_log import ForecastLog, new_forecast_id, read_accuracy, segment_label
-from features.kpis import kpi_table
+from features.kpis.table import kpi_table
 from features.risk import risk_flags, risk_norms
 from features.snapshots import data_now, snapshot_features
 from features.store import Store
-from models.baselines import monthly_bookings
-from models.calendar import add_months, instant, month_of, quarter_start
-from models.forecast import (
+from models.deals.reasons import ReasonExplainer
+from models.forecast.baselines import monthly_bookings
+from models.forecast.revenue import (
     N_SAMPLES,
     TARGET_SCOPE,
     DealModels,
@@ -44,14 +45,13 @@ from models.forecast import (
     revenue_forecast,
     training_rows,
 )
-from models.reasons import ReasonExplainer
+from models.forecast.weighted import weighted_pipeline
 from models.tracking import NoChampionError, job_run
-from models.weighted import weighted_pipeline
 from pipelines.anomalies import DETECTORS, LOOKBACK_MONTHS, detect_anomalies
 from pipelines.console import progress
 from pipelines.evaluate import run_evaluate
 from pipelines.forecast import champion_models, kept_rows
-from pipelines.publication import (
+from serving.publication import (
     PUBLISHED_DIMENSIONS,
     PUBLISHED_MONTHS,
     write_publication,

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import polars as pl
 from rich.table import Table
 
-from features.kpis import kpi_unit
-from features.kpis_definitions import KPIS
+from features.kpis.definitions import KPIS
+from features.kpis.table import kpi_unit
 from pipelines.console import console
 
 __all__ = ["format_kpi", "kpi_panel", "print_kpis"]
@@ -95,7 +95,7 @@ def kpi_panel(frame: pl.DataFrame, *, title: str | None = None, width: int = 120
 
 
 def print_kpis(table: pl.DataFrame, by: Sequence[str] = ()) -> None:
-    """Print a :func:`features.kpis.kpi_table` result for a terminal.
+    """Print a :func:`features.kpis.table.kpi_table` result for a terminal.
 
     Without ``by``: one table, a row per KPI and a column per period. With ``by``: one such
     table per group, titled with the group's values.

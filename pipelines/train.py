@@ -1,9 +1,9 @@
 """The train job: evaluate, fit on everything, backtest the recipe, register, gate.
 
-1. Close probability is evaluated on a held-out later period (``models.evaluation``) next to
+1. Close probability is evaluated on a held-out later period (``models.deals.evaluation``) next to
    stage win rates, the CRM probability and, on simulated data, the oracle.
 2. Close probability and timing are refitted on every snapshot known at the end of the data
-   (``models.forecast.fit_deal_models``): these are the models ``dealcast forecast`` uses.
+   (``models.forecast.revenue.fit_deal_models``): these are the models ``dealcast forecast`` uses.
 3. The recipe is backtested on the last ``gate_origins`` months (dealcast alone, refit at each
    origin); its month-0 WAPE is the version's score.
 4. Both models are logged (signature, input example), registered, and each version gets
@@ -22,11 +22,11 @@ from sklearn.inspection import permutation_importance
 from features.snapshots import data_now
 from features.store import Store
 from models import metrics
-from models.backtest import month_origins, run_backtest
-from models.dataset import FEATURES
-from models.evaluation import ProbabilityEvaluation, evaluate_close_probability
-from models.forecast import fit_deal_models
-from models.timing import TIMING_INPUTS
+from models.deals.dataset import FEATURES
+from models.deals.evaluation import ProbabilityEvaluation, evaluate_close_probability
+from models.deals.timing import TIMING_INPUTS
+from models.forecast.backtest import month_origins, run_backtest
+from models.forecast.revenue import fit_deal_models
 from models.tracking import job_run, log_and_register, promote
 from pipelines.backtest import default_origins
 from pipelines.forecast import CUTOFF_TAG, PROBABILITY_MODEL, TIMING_MODEL

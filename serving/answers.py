@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from models.accuracy import accuracy_by_month, accuracy_summary
+from models.forecast.accuracy import accuracy_by_month, accuracy_summary
 from serving.results import Published
 from serving.schemas import (
     AccuracyPublic,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines.publication import current_version
+from serving.publication import current_version
 
 __all__ = ["Job", "JobBusyError", "JobRunner", "publish_command"]
 

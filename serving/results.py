@@ -1,4 +1,4 @@
-"""The API's side of the published results (``pipelines.publication`` writes them).
+"""The API's side of the published results (``serving.publication`` writes them).
 
 :class:`ResultsHolder` is the API's side: it loads a publication into memory (a
 :class:`Published`, immutable), and a background thread swaps in a new one when ``CURRENT``
@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.publication import TABLES, current_version, published_root
+from serving.publication import TABLES, current_version, published_root
 
 __all__ = ["Published", "ResultsHolder", "load_publication"]
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from fastapi import Response
 
-from pipelines.publication import PUBLISHED_DIMENSIONS
+from serving.publication import PUBLISHED_DIMENSIONS
 
 __all__ = ["By", "json_response"]
 

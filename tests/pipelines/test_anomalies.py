@@ -16,9 +16,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from features.kpis_periods import known_at
+from features.kpis.periods import known_at
 from features.store import Store
-from models.kpi_anomalies import DetectorConfig, detect_kpi_anomalies
+from models.anomalies.kpi import DetectorConfig, detect_kpi_anomalies
 from pipelines.cli import app as cli
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from features.forecast_log import ForecastLog
-from models.backtest import Backtest
+from models.forecast.backtest import Backtest
 from models.metrics import P10, P90
 from pipelines.backtest import RETROSPECTIVE, kept_from_backtest
 

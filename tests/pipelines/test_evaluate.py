@@ -17,8 +17,8 @@ import pipelines.evaluate as evaluate
 from features.contract import DEFAULT_PIPELINE
 from features.forecast_log import ForecastLog, accuracy_path, read_accuracy, write_accuracy
 from features.store import Store
-from models.accuracy import actuals_for, score_forecasts
-from models.baselines import monthly_bookings
+from models.forecast.accuracy import actuals_for, score_forecasts
+from models.forecast.baselines import monthly_bookings
 from models.tracking import EXPERIMENT, tracking_uri
 from pipelines.evaluate import metric_name, run_accuracy, run_evaluate
 from pipelines.simulate import SimConfig, simulate_company

@@ -19,8 +19,8 @@ from typer.testing import CliRunner, Result
 
 from features.forecast_log import ForecastLog, read_accuracy
 from features.store import Store
-from models.backtest import METHODS
-from models.baselines import monthly_bookings
+from models.forecast.backtest import METHODS
+from models.forecast.baselines import monthly_bookings
 from models.tracking import EXPERIMENT, tracking_uri
 from pipelines.cli import app
 

@@ -1,7 +1,7 @@
 """``pipelines.reports.print_kpis`` renders the KPI table readably at 120 columns.
 
 (It lives under tests/features with the other KPI tests; the numbers are those of
-tests/features/test_kpis.py.)
+tests/features/kpis/test_table.py.)
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 import pipelines.reports as reports
-from features.kpis import kpi_table
-from tests.features.test_kpis_data import END, company
+from features.kpis.table import kpi_table
+from tests.features.kpis.company_data import END, company
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from features.calendar import add_months, month_of
 from features.snapshots import data_now
 from features.store import Store
-from models.calendar import add_months, month_of
 from pipelines.cli import app as cli
 from pipelines.serve import child_server
 from serving.app import create_app

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.publication import TABLES, current_version, published_root, write_publication
 from serving.app import create_app
+from serving.publication import TABLES, current_version, published_root, write_publication
 from serving.results import ResultsHolder, load_publication
 from serving.settings import ServeSettings
 from tests.serving.conftest import Keys

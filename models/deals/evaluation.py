@@ -1,0 +1,122 @@
+"""How good is the close probability? Fit on the past, score a later held-out period.
+
+The held-out period is the deals first seen in the last ``test_months`` months of weekly
+snapshots; the model is fitted (and calibrated) only on deals first seen before it. Every
+score is put next to (a) historical stage win rates from the same training rows, (b) the
+CRM's stage probability (the pipeline config's default), and on simulated data (c) the oracle,
+the simulator's true probability of each snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from features.contract import DealHistory
+from features.snapshots import data_end
+from models import metrics
+from models.deals.dataset import labelled_snapshots, time_split, weekly_grid
+from models.deals.probability import CloseProbabilityModel, stage_win_rates
+
+__all__ = ["ProbabilityEvaluation", "evaluate_close_probability", "snapshot_grid"]
+
+
+def snapshot_grid(history: DealHistory, *, end: datetime | None = None) -> list[datetime]:
+    """Weekly as-of dates (Mondays 00:00 UTC) from the first deal up to ``end`` (exclusive)."""
+    stop = end or data_end(history)
+    first = history.deals.select(pl.col("created_at").min()).collect().item()
+    monday = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    monday += timedelta(days=(7 - monday.weekday()) % 7)
+    return weekly_grid(monday, stop)
+
+
+@dataclass
+class ProbabilityEvaluation:
+    """The fitted model, its held-out scores and what it was compared with."""
+
+    model: CloseProbabilityModel
+    metrics: dict[str, float | int | str | None]
+    reliability: dict[str, pl.DataFrame]
+    test: pl.DataFrame = field(repr=False)
+    train: pl.DataFrame = field(repr=False)
+
+
+def evaluate_close_probability(
+    history: DealHistory,
+    *,
+    truth: pl.LazyFrame | None = None,
+    test_months: int = 9,
+    model: CloseProbabilityModel | None = None,
+) -> ProbabilityEvaluation:
+    """Fit on deals first seen before the last ``test_months`` months, score those after.
+
+    Returns metrics with at least ``brier, auc, ece, log_loss, baseline_brier`` (stage win
+    rates), ``crm_brier`` and, when ``truth`` (``deal_id, as_of, probability``) is given,
+    ``oracle_brier`` and ``gap_closed`` = (baseline − model) / (baseline − oracle).
+    """
+    end = data_end(history)
+    snaps = labelled_snapshots(history, snapshot_grid(history, end=end), cutoff=end)
+    split = time_split(snaps, calibrate_from=end - timedelta(days=30 * test_months))
+    train, test = split.fit, split.calibrate
+    estimator = (model or CloseProbabilityModel()).fit(train, train["label_won"].to_numpy())
+    y = test["label_won"].cast(pl.Int8).to_numpy()
+    scores: dict[str, np.ndarray] = {}
+    if test.height:
+        scores["model"] = estimator.predict_proba(test)[:, 1]
+        rates = stage_win_rates(train)
+        overall = float(train["label_won"].cast(pl.Float64).to_numpy().mean())
+        scores["stage_rates"] = np.array([rates.get(s, overall) for s in test["stage"]])
+        crm = test["stage_probability"].to_numpy()
+        if not np.isnan(crm.astype(float)).any():
+            scores["crm"] = crm.astype(float)
+        if truth is not None:
+            joined = (
+                test.select("deal_id", "as_of")
+                .with_row_index("_i")
+                .join(truth.collect(), on=["deal_id", "as_of"], how="left")
+                .sort("_i")["probability"]
+                .to_numpy()
+            )
+            if not np.isnan(joined).any():
+                scores["oracle"] = joined
+    result: dict[str, float | int | str | None] = {
+        "n_train_rows": train.height,
+        "n_train_deals": train["deal_id"].n_unique(),
+        "n_test_rows": test.height,
+        "n_test_deals": test["deal_id"].n_unique(),
+        "calibration": estimator.calibration_,
+        "fallback": estimator.fallback_,
+        "model_weight": estimator.model_weight_,
+    }
+    if "model" in scores:
+        p = scores["model"]
+        result |= {
+            "brier": metrics.brier(y, p),
+            "auc": metrics.auc(y, p),
+            "log_loss": metrics.log_loss(y, p),
+            "ece": metrics.ece(y, p),
+            "baseline_brier": metrics.brier(y, scores["stage_rates"]),
+            "baseline_auc": metrics.auc(y, scores["stage_rates"]),
+        }
+        if "crm" in scores:
+            result["crm_brier"] = metrics.brier(y, scores["crm"])
+        if "oracle" in scores:
+            oracle = metrics.brier(y, scores["oracle"])
+            result["oracle_brier"] = oracle
+            result["oracle_auc"] = metrics.auc(y, scores["oracle"])
+            base = float(result["baseline_brier"])  # type: ignore[arg-type]
+            result["gap_closed"] = (
+                (base - float(result["brier"])) / (base - oracle)  # type: ignore[arg-type]
+                if base > oracle
+                else None
+            )
+    reliability = {name: metrics.reliability_table(y, p) for name, p in scores.items()}
+    scored = (
+        test.with_columns(*[pl.Series(f"p_{name}", p) for name, p in scores.items()])
+        if scores
+        else test
+    )
+    return ProbabilityEvaluation(estimator, result, reliability, scored, train)
