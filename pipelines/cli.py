@@ -11,6 +11,7 @@ from typing import Annotated
 
 import polars as pl
 import typer
+from rich.markup import escape
 
 from pipelines.console import (
     DataOption,
@@ -54,6 +55,16 @@ class Period(StrEnum):
     month = "month"
     quarter = "quarter"
     year = "year"
+
+
+def _os_error(exc: OSError, what: str) -> str:
+    """One line for an OSError that stopped ``what`` (our own errors carry their message)."""
+    from features.store import StoreWriteError
+
+    if isinstance(exc, StoreWriteError) or type(exc).__name__ == "KeysFileError":
+        return str(exc.strerror)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{what} failed: {exc.strerror or exc}{where}; nothing was changed"
 
 
 def _parse_day(value: str | None, option: str) -> date | None:
@@ -132,9 +143,12 @@ def ingest(
             pipeline_path=pipeline,
             date_format=date_format,
             show_progress=True,
+            on_wait=lambda message: err_console.print(f"[yellow]{escape(message)}[/]"),
         )
     except IngestError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # a full disk, a read-only data directory: one line, no traceback
+        raise fail(_os_error(exc, "the ingest")) from None
     print_report(report)
 
 
@@ -490,13 +504,15 @@ def publish(
     """Score the open deals, forecast, evaluate, and publish it all for the API (no training)."""
     from features.store import StoreNotFoundError
     from models.tracking import NoChampionError
-    from pipelines.publish import run_publish
+    from pipelines.publish import MlflowUnreachableError, run_publish
 
     day = _parse_day(as_of, "--as-of")
     try:
         result = run_publish(data_dir(data), as_of=day, n_samples=samples)
-    except (StoreNotFoundError, NoChampionError, ValueError) as exc:
+    except (StoreNotFoundError, NoChampionError, ValueError, MlflowUnreachableError) as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(_os_error(exc, "publish")) from None
     console.print(
         f"published {result['version']}: as of {result['as_of']:%Y-%m-%d %H:%M} UTC, "
         f"{result['open_deals']} open deals scored ({result['flagged_deals']} with risk flags), "
@@ -543,6 +559,8 @@ def keys_add(
         key, entry = add_key(path, role, name=name)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(_os_error(exc, "keys add")) from None
     sys.stdout.write(key + "\n")
     err_console.print(
         f"[dim]{entry['id']} ({entry['role']}) stored hashed in {path}; this is the only time "
@@ -565,7 +583,11 @@ def keys_remove(key_id: Annotated[str, typer.Argument()], data: DataOption = Non
     from serving.auth import remove_key
     from serving.settings import ServeSettings
 
-    if not remove_key(ServeSettings(data=data_dir(data)).keys_path, key_id):
+    try:
+        removed = remove_key(ServeSettings(data=data_dir(data)).keys_path, key_id)
+    except OSError as exc:
+        raise fail(_os_error(exc, "keys remove")) from None
+    if not removed:
         raise fail(f"no key {key_id!r}: see `dealcast keys list`")
     console.print(f"removed {key_id}")
 

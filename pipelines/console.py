@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ __all__ = [
     "render_table",
     "emit",
     "fail",
+    "csv_safe",
+    "plain_text",
 ]
 
 # Piped output (CI logs, files) gets a wide page instead of rich's 80 columns, so tables of
@@ -73,6 +76,38 @@ def progress(*, transient: bool = False) -> Iterator[Progress]:
         yield bar
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""Cell prefixes a spreadsheet may run as a formula (OWASP "CSV injection")."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters (ANSI escapes start with ESC, \x1b) except tab and newline."""
+
+
+def csv_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with every text cell that starts like a formula prefixed with ``'``.
+
+    Numbers stay numbers: numeric columns, and a text cell that is just a number (``-5``,
+    ``+1.5e3``: no formula can hide in it), are left alone; so a spreadsheet shows
+    ``=cmd|...`` as text instead of running it.
+    """
+    risky = "^[" + re.escape("".join(_FORMULA_START)) + "]"
+    number = r"^[-+]?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$"
+    return frame.with_columns(
+        pl.when(pl.col(name).str.contains(risky) & ~pl.col(name).str.contains(number))
+        .then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String
+    )
+
+
+def plain_text(value: object) -> str:
+    """``value`` as text safe for a terminal: control characters (ANSI escapes) removed and
+    rich markup escaped, so data cannot recolour, move the cursor or fake output."""
+    return escape(_CONTROL.sub("", str(value)))
+
+
 def _cell(value: object) -> str:
     if value is None:
         return "—"
@@ -84,14 +119,14 @@ def _cell(value: object) -> str:
         return f"{value:,.1f}" if abs(value) >= 1 else f"{value:.3f}"
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)
+    return plain_text(value)
 
 
 def render_table(frame: pl.DataFrame, *, title: str | None = None, limit: int = 50) -> Table:
     """A rich table of the first ``limit`` rows of ``frame``."""
     table = Table(title=title, show_lines=False, header_style="bold")
     for name, dtype in frame.schema.items():
-        table.add_column(name, justify="right" if dtype.is_numeric() else "left")
+        table.add_column(plain_text(name), justify="right" if dtype.is_numeric() else "left")
     for row in frame.head(limit).iter_rows():
         table.add_row(*(_cell(v) for v in row))
     if frame.height > limit:
@@ -120,7 +155,7 @@ def emit(
     if fmt is OutputFormat.json:
         text = json.dumps(frame.to_dicts(), default=_json_default, indent=1)
     else:
-        text = frame.write_csv()
+        text = csv_safe(frame).write_csv()
     if out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:

@@ -15,6 +15,12 @@ refresh job calls it, and a request must not train a model). It
 
 then writes one publication (``serving.publication``) and logs one MLflow run.
 
+Before any work it checks that the MLflow tracking server answers (a few seconds at most,
+:func:`check_tracking`), so a refresh with MLflow down fails at once with one clear line. The
+publication's manifest records the store version it was computed from (``store_version``).
+The forecasts are kept (``features.forecast_log``) only once the publication is live: a
+publish killed midway keeps nothing for a publication nobody saw.
+
 Priority: a rep should first work the deals worth the most *this quarter*, and sooner those
 that show risk. ``priority = expected_this_period × (1 + 0.25 × min(flags, 4))`` where
 ``expected_this_period = P(won) × P(closing by the quarter's end | won) × amount if won``.
@@ -57,7 +63,44 @@ from serving.publication import (
     write_publication,
 )
 
-__all__ = ["run_publish"]
+__all__ = ["MlflowUnreachableError", "check_tracking", "run_publish"]
+
+TRACKING_TIMEOUT = 5.0
+"""Seconds to wait for the MLflow tracking server before giving up (one clear error)."""
+
+
+class MlflowUnreachableError(RuntimeError):
+    """The MLflow tracking server does not answer: publishing needs its registry."""
+
+
+def check_tracking(data: Path, *, timeout: float = TRACKING_TIMEOUT) -> None:
+    """Raise :class:`MlflowUnreachableError` when an http(s) tracking server does not answer
+    within ``timeout`` seconds (a local sqlite store needs no check)."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from models.tracking import tracking_uri
+
+    uri = tracking_uri(data)
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    shown = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout):  # noqa: S310 (http(s) only)
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: reachable (the registry calls say more if it is unwell)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise MlflowUnreachableError(
+            f"the MLflow tracking server {shown} (MLFLOW_TRACKING_URI) does not answer within "
+            f"{timeout:g} s ({reason}): start it or fix MLFLOW_TRACKING_URI; nothing was "
+            "published, the API keeps serving the current publication"
+        ) from None
+
 
 KPI_WEEKS = 104
 """Weekly KPIs published for this many weeks back (months and quarters: all the history)."""
@@ -190,7 +233,9 @@ def run_publish(
         No ``@champion`` fitted at or before the as-of: run ``dealcast train`` first (this job
         never trains).
     """
-    history = Store(data).load()
+    check_tracking(data)
+    store = Store(data)
+    history = store.load()
     now = data_now(history)
     moment = instant(as_of) if as_of is not None else now
     if moment > now:
@@ -249,9 +294,6 @@ def run_publish(
             )
             bar.advance(task)
         bar.update(task, description="scoring the forecasts whose month has closed")
-        log = ForecastLog(data)
-        for frame in kept:
-            log.append(frame)
         evaluated = run_evaluate(data)
         bar.advance(task)
         bar.update(task, description="computing the KPIs")
@@ -292,6 +334,7 @@ def run_publish(
         manifest = {
             "as_of": moment.isoformat(),
             "data_end": now.isoformat(),
+            "store_version": store.loaded_version,
             "months": months,
             "dimensions": list(PUBLISHED_DIMENSIONS),
             "model_version": version,
@@ -325,6 +368,10 @@ def run_publish(
             run.frame("scores", scores)
             published = write_publication(data, tables, {**manifest, "run_id": run.run_id})
             run.tag("dealcast.publication", published)
+            # kept only now that the publication is live (a kill before keeps nothing)
+            log = ForecastLog(data)
+            for frame in kept:
+                log.append(frame)
         bar.advance(task)
     company = kept[0]
     return {

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from features.kpis.definitions import KPIS
 from features.kpis.table import kpi_unit
-from pipelines.console import console
+from pipelines.console import console, plain_text
 
 __all__ = ["format_kpi", "kpi_panel", "print_kpis"]
 
@@ -28,7 +28,7 @@ def format_kpi(column: str, value: object) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "—"
     if not isinstance(value, int | float):
-        return str(value)
+        return plain_text(value)
     unit = kpi_unit(column)
     if unit == "rate":
         return f"{value:.1%}"
@@ -83,7 +83,7 @@ def kpi_panel(frame: pl.DataFrame, *, title: str | None = None, width: int = 120
         if family is not None and _family(column) != family:
             table.add_section()
         family = _family(column)
-        table.add_row(column, *cells[column][first:])
+        table.add_row(plain_text(column), *cells[column][first:])
     notes = []
     if first:
         notes.append(f"latest {shown} of {frame.height} periods")
@@ -111,6 +111,7 @@ def print_kpis(table: pl.DataFrame, by: Sequence[str] = ()) -> None:
     ordered = table.sort([*groups, "period_start"], nulls_last=True)
     for key, part in ordered.group_by(groups, maintain_order=True):
         title = ", ".join(
-            f"{g} = {'—' if v is None else v}" for g, v in zip(groups, key, strict=True)
+            f"{plain_text(g)} = {'—' if v is None else plain_text(v)}"
+            for g, v in zip(groups, key, strict=True)
         )
         console.print(kpi_panel(part, title=title, width=width))

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from serving.auth import KeyRing
+from serving.hardening import SecurityHeadersMiddleware
 from serving.jobs import JobRunner
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.results import ResultsHolder
@@ -66,7 +67,8 @@ def create_app(
     app.state.keys = keys
     app.state.jobs = runner or JobRunner(settings.data)
     app.state.metrics = Metrics(holder)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)  # inner: sees HEAD turned into GET
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outer: counts HEAD
     for module in (health, forecasts, pipeline, deals, accuracy, anomalies, kpis, jobs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

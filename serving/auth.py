@@ -8,18 +8,31 @@ reads that rep's deals and numbers only.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["KeyRing", "Principal", "add_key", "hash_key", "list_keys", "parse_role", "remove_key"]
+__all__ = [
+    "KeyRing",
+    "KeysFileError",
+    "Principal",
+    "add_key",
+    "hash_key",
+    "list_keys",
+    "parse_role",
+    "remove_key",
+]
 
 Role = Literal["leader", "ops", "rep"]
 _ROLE = re.compile(r"^(leader|ops|rep:(?P<owner>[A-Za-z0-9_.@-]+))$")
@@ -65,15 +78,52 @@ def _read(path: Path) -> list[dict[str, str]]:
     return [e for e in entries if isinstance(e, dict)]
 
 
+class KeysFileError(OSError):
+    """The keys file could not be written (e.g. a full disk); it is unchanged."""
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<keys file>.lock`` (one read-modify-write at a time).
+
+    Every change reads the file, edits the list and replaces the file under this lock, so
+    concurrent ``keys add`` / ``keys remove`` never lose each other's updates.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _write(path: Path, entries: list[dict[str, str]]) -> None:
+    """Replace ``path`` atomically (temporary file, fsync, ``os.replace``); the caller holds
+    :func:`_locked`. On failure the temporary file is removed and the file is unchanged."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"keys": entries}, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"keys": entries}, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            why = (
+                "no space left on the device"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else (exc.strerror or str(exc))
+            )
+            raise KeysFileError(
+                exc.errno or errno.EIO,
+                f"cannot write the keys file {path}: {why}; it is unchanged (free some space "
+                "and run the command again)",
+            ) from exc
+        raise
 
 
 def add_key(path: Path, role: str, *, name: str = "") -> tuple[str, dict[str, str]]:
@@ -87,16 +137,18 @@ def add_key(path: Path, role: str, *, name: str = "") -> tuple[str, dict[str, st
         "name": name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _write(path, [*_read(path), entry])
+    with _locked(path):
+        _write(path, [*_read(path), entry])
     return key, entry
 
 
 def remove_key(path: Path, key_id: str) -> bool:
-    entries = _read(path)
-    kept = [e for e in entries if e.get("id") != key_id]
-    if len(kept) == len(entries):
-        return False
-    _write(path, kept)
+    with _locked(path):
+        entries = _read(path)
+        kept = [e for e in entries if e.get("id") != key_id]
+        if len(kept) == len(entries):
+            return False
+        _write(path, kept)
     return True
 
 
@@ -111,14 +163,16 @@ class KeyRing:
         self.path = path
         self._extra = {h.lower(): parse_role(r) for h, r in (extra or {}).items()}
         self._keys: dict[str, Principal] = dict(self._extra)
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
         self.refresh()
 
     def refresh(self) -> None:
         try:
             stat = self.path.stat()
-            stamp: tuple[float, int] | None = (stat.st_mtime, stat.st_size)
+            # the inode changes with every os.replace: a rewrite of the same size and second
+            # is still seen
+            stamp: tuple[int, int, int] | None = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         except FileNotFoundError:
             stamp = None
         if stamp == self._stamp:

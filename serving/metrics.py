@@ -1,11 +1,14 @@
 """Prometheus metrics: request counts and latencies per route, and the published results' age.
 
 A pure ASGI middleware (no per-request task or body buffering) labels each request with its
-route template (``/v1/deals/{deal_id}``, not the raw path, so ids do not explode the series).
+route template (``/v1/deals/{deal_id}``, not the raw path, so ids do not explode the series)
+and its method, when it is a standard one (anything else is ``other``): every label is from
+a fixed set, whatever clients send.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +21,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.results import ResultsHolder
 
 __all__ = ["Metrics", "MetricsMiddleware"]
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""HTTP methods counted by name; any other (made up by a client) is counted as "other"."""
+
+UNMATCHED = "(unmatched)"
+"""The route label of a request no route matched (never the raw path: that is unbounded)."""
+
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+"""A path parameter's converter (``{deal_id:path}``): left out of the label."""
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -88,5 +100,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route: Any = scope.get("route")
-            path = getattr(route, "path", None) or "(unmatched)"
-            self.metrics.observe(scope["method"], path, status, time.perf_counter() - started)
+            path = getattr(route, "path", None)
+            label = _CONVERTER.sub(r"{\1}", path) if isinstance(path, str) and path else UNMATCHED
+            method = str(scope.get("method", "")).upper()
+            method = method if method in METHODS else "other"
+            self.metrics.observe(method, label, status, time.perf_counter() - started)

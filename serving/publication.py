@@ -10,6 +10,7 @@ it (serving depends on pipelines, never the reverse).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -101,24 +102,37 @@ def write_publication(
     published_at = datetime.now(UTC)
     version = f"{published_at:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
     staging = root / f".staging-{version}"
-    staging.mkdir()
+    pointer = root / f".CURRENT-{version}"
     try:
+        staging.mkdir()
         for name in TABLES:
             path = staging / f"{name}.parquet"
             tables[name].write_parquet(path)
             _fsync(path)
+            # read the footer back: a short write (full disk) fails here, not in the server
+            pl.read_parquet_schema(path)
         meta = {**manifest, "version": version, "published_at": published_at.isoformat()}
         (staging / "manifest.json").write_text(json.dumps(meta, indent=1, default=str))
         _fsync(staging / "manifest.json")
         final = root / version
         os.rename(staging, final)
-        pointer = root / f".CURRENT-{version}"
         pointer.write_text(version + "\n")
         _fsync(pointer)
         os.replace(pointer, root / "CURRENT")
         _fsync(root)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        pointer.unlink(missing_ok=True)
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+            "No space left on device" in str(exc)
+        )
+        if full or isinstance(exc, OSError):
+            why = "no space left on the device" if full else str(exc)
+            raise OSError(
+                errno.ENOSPC if full else (getattr(exc, "errno", None) or errno.EIO),
+                f"cannot write the publication under {root}: {why}; nothing changed (the "
+                "previous publication is still live)",
+            ) from exc
         raise
     _prune(root, keep=version)
     return version

@@ -62,6 +62,15 @@ class Published:
         return value
 
 
+RETRY_SECONDS = 30.0
+"""A publication that failed to load is tried again after this long (it may be repaired)."""
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_publication(data_dir: Path | str, version: str) -> Published:
     folder = published_root(data_dir) / version
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -87,23 +96,72 @@ class ResultsHolder:
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
         self._also: Callable[[], None] | None = None
+        self._failed: tuple[str, float] | None = None
 
     def refresh(self) -> bool:
-        """Load the live publication if it changed; True when a new one was swapped in."""
+        """Load the live publication if it changed; True when a new one was swapped in.
+
+        When ``CURRENT`` cannot be loaded the previous publication stays live; with nothing
+        live yet (a restart), the newest readable publication on disk is served instead and
+        ``last_error`` says which one was skipped. Once ``CURRENT`` is served, the error is
+        cleared. A failing version is retried every ``RETRY_SECONDS`` (not every second).
+        """
         with self._refresh_lock:
             version = current_version(self.data_dir)
-            if version is None or (self.current and self.current.version == version):
+            if version is None:
+                return False
+            if self.current is not None and self.current.version == version:
+                if self.last_error is not None:
+                    log.info("serving publication %s; the earlier error is over", version)
+                    self.last_error = None
+                return False
+            failed = self._failed
+            if failed and failed[0] == version and time.time() - failed[1] < RETRY_SECONDS:
                 return False
             try:
                 loaded = load_publication(self.data_dir, version)
             except Exception as exc:  # keep serving the previous publication
-                self.last_error = f"publication {version} failed to load: {exc}"
+                self._failed = (version, time.time())
+                problem = f"publication {version} failed to load: {_one_line(exc)}"
+                if self.current is None:
+                    fallback = self._newest_readable(skip=version)
+                    if fallback is not None:
+                        self.current = fallback
+                        self.last_error = (
+                            f"{problem}; skipped it and serving {fallback.version}, the newest "
+                            "readable publication (fix it or run `dealcast publish`)"
+                        )
+                        log.error(self.last_error)
+                        return True
+                    self.last_error = f"{problem}; no other readable publication on disk"
+                else:
+                    self.last_error = f"{problem}; still serving {self.current.version}"
                 log.error(self.last_error)
                 return False
             self.current = loaded
             self.last_error = None
+            self._failed = None
             log.info("serving publication %s (as of %s)", version, loaded.manifest.get("as_of"))
             return True
+
+    def _newest_readable(self, *, skip: str) -> Published | None:
+        """The newest publication on disk other than ``skip`` that loads (newest first)."""
+        root = published_root(self.data_dir)
+        try:
+            names = sorted(
+                (p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                reverse=True,
+            )
+        except FileNotFoundError:
+            return None
+        for name in names:
+            if name == skip:
+                continue
+            try:
+                return load_publication(self.data_dir, name)
+            except Exception as exc:
+                log.error("publication %s is not readable either: %s", name, _one_line(exc))
+        return None
 
     def start(self, *, also: Callable[[], None] | None = None) -> None:
         """Load now, then check every ``interval`` (and run ``also``, e.g. re-read the keys)."""

@@ -10,6 +10,8 @@ several problems counts once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
@@ -25,7 +27,12 @@ from pipelines.ingest.parsing import (
 from pipelines.ingest.reading import REPLACEMENT, ROW
 
 __all__ = [
+    "EARLIEST",
+    "FUTURE_DAYS",
     "ISSUE_SCHEMA",
+    "NUL",
+    "TimeWindow",
+    "time_window",
     "Rows",
     "checked_forecast_category",
     "parse_rows",
@@ -44,6 +51,56 @@ ISSUE_SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.String(),
 }
 """Columns of the quarantine file."""
+
+
+EARLIEST = date(1990, 1, 1)
+"""No CRM timestamp or date before this is believed: older values are typos (1900, 0001)."""
+
+FUTURE_DAYS = 731
+"""How far after the export day a date may lie (about two years: expected close dates)."""
+
+NUL = "\x00"
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The sane range of every timestamp and date of an ingest: ``[start, end)``.
+
+    A row outside it is quarantined, so one typo (``2100-01-01``, ``9999-12-31``) can never
+    move "the end of the data" (the latest timestamp) that every command works from.
+    """
+
+    start: date
+    end: date
+    export_day: date
+
+    def reason(self) -> str:
+        return (
+            f"outside the accepted window {self.start} to {self.end - timedelta(days=1)} "
+            f"(from 1990 to about two years after the export day {self.export_day}): "
+            "a typo? fix the value in the CRM or the export"
+        )
+
+
+def time_window(export_day: date) -> TimeWindow:
+    """The window of an export taken on ``export_day`` (docs/operations.md)."""
+    return TimeWindow(EARLIEST, export_day + timedelta(days=FUTURE_DAYS), export_day)
+
+
+def _outside(column: str, dtype: pl.DataType, window: TimeWindow) -> pl.Expr:
+    col = pl.col(column)
+    if dtype == pl.Date():
+        low, high = pl.lit(window.start), pl.lit(window.end)
+    else:
+        low = pl.lit(datetime.combine(window.start, datetime.min.time(), UTC))
+        high = pl.lit(datetime.combine(window.end, datetime.min.time(), UTC))
+    return pl.when(col.is_not_null() & ((col < low) | (col >= high))).then(pl.lit(window.reason()))
+
+
+def _nul_reason(col: pl.Expr, label: str) -> pl.Expr:
+    return pl.when(col.str.contains(NUL, literal=True)).then(
+        pl.lit(f"contains a NUL byte in column {label!r}: fix the value or re-export the file")
+    )
 
 
 def ts_text(column: str | pl.Expr) -> pl.Expr:
@@ -161,14 +218,16 @@ def missing(column: str, frame_columns: Sequence[str]) -> pl.Expr:
     return pl.col(column).is_null()
 
 
-def parse_rows(raw: RawTable, date_format: str | None) -> Rows:
+def parse_rows(raw: RawTable, date_format: str | None, *, window: TimeWindow | None = None) -> Rows:
     """Parse ``raw``'s canonical columns to their types and flag what does not parse.
 
-    Flags, per column: invalid UTF-8 bytes (lossily read CSV), a non-empty value that is
-    not a date / timestamp / number, a typed value that cannot be cast. Canonical columns
-    the source lacks are added as nulls. Parsed columns keep their source value in
-    ``_raw_<column>``.
+    Flags, per column: invalid UTF-8 bytes (lossily read CSV), a NUL byte, a non-empty
+    value that is not a date / timestamp / number, a typed value that cannot be cast, and a
+    date or timestamp outside ``window`` (default: the window of an export taken today).
+    Canonical columns the source lacks are added as nulls. Parsed columns keep their source
+    value in ``_raw_<column>``.
     """
+    window = window or time_window(datetime.now(UTC).date())
     schema = dict(SCHEMAS[raw.table])
     if raw.table == "deals":
         schema[CLOSE_DATE] = TS
@@ -181,9 +240,11 @@ def parse_rows(raw: RawTable, date_format: str | None) -> Rows:
             continue
         source, target = frame.schema[column], schema[column]
         col, kept = pl.col(column), pl.col(raw_of(column))
-        if raw.source.lossy and source == pl.String:
+        if source == pl.String:
             text = kept if target != pl.String else col
-            reasons.append((column, _utf8_reason(text, raw.column_label(column))))
+            if raw.source.lossy:
+                reasons.append((column, _utf8_reason(text, raw.column_label(column))))
+            reasons.append((column, _nul_reason(text, raw.column_label(column))))
         if source == pl.String and target != pl.String:
             if target == TS:
                 value = parse_timestamp(col, date_format)
@@ -201,11 +262,15 @@ def parse_rows(raw: RawTable, date_format: str | None) -> Rows:
         else:
             scale = raw.probability_scale if column == "crm_probability" else None
             values.append(col if scale is None else (col * scale).alias(column))
+            if target == TS or target == pl.Date():
+                reasons.append((column, _outside(column, target, window)))
             continue
         if column == "crm_probability" and raw.probability_scale is not None:
             value = value * raw.probability_scale
         values += [col.alias(raw_of(column)), value.alias(column)]
         reasons.append((column, pl.when(kept.is_not_null() & col.is_null()).then(pl.lit(what))))
+        if target == TS or target == pl.Date():
+            reasons.append((column, _outside(column, target, window)))
     for column, dtype in SCHEMAS[raw.table].items():
         if column not in frame.columns:
             values.append(pl.lit(None, dtype=dtype).alias(column))

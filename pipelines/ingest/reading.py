@@ -7,8 +7,9 @@ their number but are not rows (they are neither loaded nor quarantined).
 
 File-level problems raise :class:`IngestError`: a 0-byte file, a header-only file of a
 required table, a file that is not UTF-8 (UTF-16/32, or invalid bytes in the header or in
-many rows), an unreadable CSV (e.g. a row with more fields than the header) and a file with
-one column whose name holds another delimiter. Isolated invalid UTF-8 bytes are replaced by
+many rows), a NUL byte in the header (a NUL in a data row quarantines that row), an
+unreadable CSV (e.g. a row with more fields than the header) and a file with one column
+whose name holds another delimiter. Isolated invalid UTF-8 bytes are replaced by
 U+FFFD and the file is marked ``lossy``: the validators quarantine those rows.
 """
 
@@ -100,9 +101,17 @@ def _read_csv(path: Path) -> SourceFile:
     for bom, name in _BOMS.items():
         if head.startswith(bom):
             raise IngestError(f"{path} is encoded as {name}, not UTF-8: re-export it as UTF-8")
-    if b"\x00" in head:
+    if _looks_utf16(head):
         raise IngestError(
-            f"{path} holds NUL bytes: it looks UTF-16 encoded, not UTF-8; re-export it as UTF-8"
+            f"{path} holds NUL bytes between most characters: it looks UTF-16 encoded, not "
+            "UTF-8; re-export it as UTF-8"
+        )
+    header_end = head.find(b"\n")
+    header = head if header_end < 0 else head[:header_end]
+    if 0 in header:
+        raise IngestError(
+            f"{path}, line 1 (the header) contains a NUL byte at byte {header.index(0)}: "
+            "fix the file or re-export it"
         )
     lossy = False
     try:
@@ -118,6 +127,18 @@ def _read_csv(path: Path) -> SourceFile:
     if lossy:
         _check_mostly_utf8(path, frame)
     return SourceFile(path, frame, lossy=lossy)
+
+
+def _looks_utf16(head: bytes) -> bool:
+    """UTF-16/32 without a BOM: NUL bytes in a large share of the (mostly ASCII) text.
+
+    A stray NUL in a UTF-8 file is not that: its rows are read and quarantined ("contains a
+    NUL byte", with the row number).
+    """
+    if not head:
+        return False
+    sample = head[:4096]
+    return sample.count(0) * 5 >= len(sample)
 
 
 def _polars_csv(path: Path, encoding: str) -> pl.DataFrame:

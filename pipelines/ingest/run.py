@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
 from rich.progress import Progress, TaskID
 
 from features.contract import PipelineConfig
-from features.store import Store
-from pipelines.ingest.checks import ISSUE_SCHEMA, Rows, parse_rows, plural
+from features.store import Store, StoreWriteError, disk_full
+from pipelines.console import csv_safe
+from pipelines.ingest.checks import (
+    ISSUE_SCHEMA,
+    Rows,
+    TimeWindow,
+    parse_rows,
+    plural,
+    time_window,
+)
 from pipelines.ingest.deals import close_entries, finish_deals, prepare_deals
 from pipelines.ingest.errors import IngestError
 from pipelines.ingest.mapping import parse_mapping
@@ -44,6 +53,7 @@ def ingest_sources(
     pipeline_path: Path | None = None,
     date_format: str | None = None,
     show_progress: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> IngestReport:
     """Convert ``sources`` into the canonical tables and make them the store's current version.
 
@@ -70,6 +80,9 @@ def ingest_sources(
         strftime format of the source's dates, tried before ISO 8601.
     show_progress
         Show a rich progress display on stderr.
+    on_wait
+        Called with a message when another ingest holds the store's writer lock (this one
+        then waits for it; see docs/operations.md).
 
     Examples
     --------
@@ -95,7 +108,7 @@ def ingest_sources(
             bundle = read_hubspot(paths, columns, pipeline_path)
         else:
             bundle = read_salesforce(paths, columns, pipeline_path, fmt)
-        outcome = _validate(bundle, fmt, steps)
+        outcome = _validate(bundle, fmt, steps, export_day=_export_day(paths))
         quarantine = _write_quarantine(store.data_dir, outcome.issues)
         meta = {
             "ingest": {
@@ -109,7 +122,7 @@ def ingest_sources(
         }
         steps.note("writing the store")
         version_dir = store.write(
-            outcome.tables, bundle.pipeline, truth=bundle.truth or None, meta=meta
+            outcome.tables, bundle.pipeline, truth=bundle.truth or None, meta=meta, on_wait=on_wait
         )
         steps.finish()
     return IngestReport(
@@ -138,15 +151,36 @@ class _Outcome:
         self.issues.append(issues)
 
 
-def _validate(bundle: Bundle, date_format: str | None, steps: _Steps) -> _Outcome:
+def _export_day(paths: Sequence[Path]) -> date:
+    """The day the export was taken: the newest modification time of the sources, or today
+    when that is later (a file restored from a backup keeps an old mtime)."""
+    stamps = []
+    for path in paths:
+        try:
+            stamps.append(path.stat().st_mtime)
+            if path.is_dir():
+                stamps += [p.stat().st_mtime for p in path.iterdir() if p.is_file()]
+        except OSError:
+            continue
+    today = datetime.now(UTC).date()
+    newest = max(stamps, default=None)
+    if newest is None:
+        return today
+    return max(today, datetime.fromtimestamp(newest, UTC).date())
+
+
+def _validate(
+    bundle: Bundle, date_format: str | None, steps: _Steps, *, export_day: date | None = None
+) -> _Outcome:
     """Check every table; each source frame is released once parsed (memory)."""
+    window = time_window(export_day or datetime.now(UTC).date())
     out = _Outcome(warnings=list(bundle.warnings))
-    clean_deals = _deals_and_history(bundle, date_format, steps, out)
+    clean_deals = _deals_and_history(bundle, date_format, steps, out, window)
     for table in ("activities", "reps", "targets"):
         if table not in bundle.tables:
             continue
         steps.note(f"checking {table}")
-        rows = parse_rows(bundle.tables.pop(table), date_format)
+        rows = parse_rows(bundle.tables.pop(table), date_format, window=window)
         if table == "activities":
             clean, issues = check_activities(rows, clean_deals)
         elif table == "reps":
@@ -164,15 +198,19 @@ def _validate(bundle: Bundle, date_format: str | None, steps: _Steps) -> _Outcom
 
 
 def _deals_and_history(
-    bundle: Bundle, date_format: str | None, steps: _Steps, out: _Outcome
+    bundle: Bundle,
+    date_format: str | None,
+    steps: _Steps,
+    out: _Outcome,
+    window: TimeWindow,
 ) -> pl.DataFrame:
     """Check deals and stage history together (close times, history order); clean deals."""
     pipeline = bundle.pipeline
     steps.note("checking deals")
-    deals = parse_rows(bundle.tables.pop("deals"), date_format)
+    deals = parse_rows(bundle.tables.pop("deals"), date_format, window=window)
     history = None
     if "stage_history" in bundle.tables:
-        history = parse_rows(bundle.tables.pop("stage_history"), date_format)
+        history = parse_rows(bundle.tables.pop("stage_history"), date_format, window=window)
     stage_frames = [r.frame for r in (deals, history) if r is not None]
     aliases = stage_aliases(stage_counts(stage_frames), pipeline)
     prepare_deals(deals, pipeline, aliases)
@@ -231,9 +269,20 @@ def _write_quarantine(data_dir: Path, issues: list[pl.DataFrame]) -> Path | None
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"{stamp}.csv"
-    tmp = folder / f".{stamp}.csv.tmp"
-    pl.concat(frames).select(list(ISSUE_SCHEMA)).write_csv(tmp)
-    os.replace(tmp, path)
+    tmp = folder / f".{stamp}-p{os.getpid()}.csv.tmp"
+    try:
+        csv_safe(pl.concat(frames).select(list(ISSUE_SCHEMA))).write_csv(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if disk_full(exc):
+            raise StoreWriteError(
+                errno.ENOSPC,
+                f"cannot write the quarantine file in {folder}: no space left on the device; "
+                "nothing changed (the previous store version is still current): free some "
+                "space and run the ingest again",
+            ) from exc
+        raise
     return path
 
 

@@ -41,7 +41,7 @@ async def get_priorities(
 
 
 @router.get(
-    "/{deal_id}",
+    "/{deal_id:path}",
     response_model=DealPublic,
     summary="One deal",
     responses={404: {"description": "No such open deal (or not yours)."}},
@@ -52,7 +52,8 @@ async def get_deal(
     deal_id: Annotated[str, Path(min_length=1, max_length=200)],
 ) -> Response:
     """The deal's score, reasons and risk flags with its stage history. A rep asking for
-    another rep's deal gets the same 404 as for a deal that does not exist."""
+    another rep's deal gets the same 404 as for a deal that does not exist. Any deal id
+    works, ``/`` included (the dashboard sends it percent-encoded)."""
     found = pub.memo(("deal", deal_id), lambda: answers.deal(pub, deal_id))
     if found is None or (principal.is_rep and found[0] != principal.owner_id):
         not_found(f"no open deal {deal_id!r} in the results published as of {pub.as_of:%Y-%m-%d}")

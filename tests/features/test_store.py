@@ -44,13 +44,13 @@ def test_write_then_load_round_trips(tmp_path: Path) -> None:
     assert store.truth("truth_anomalies") is None
 
 
-def test_rewrite_replaces_and_keeps_two_versions(tmp_path: Path) -> None:
+def test_rewrite_replaces_and_keeps_the_last_versions(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    for n in (1, 2, 3, 4):
+    for n in (1, 2, 3, 4, 5):
         store.write({"deals": _deals(n)}, DEFAULT_PIPELINE)
-    assert store.load().deals.collect().height == 4
+    assert store.load().deals.collect().height == 5
     versions = [p for p in store.versions.iterdir() if not p.name.startswith(".")]
-    assert len(versions) == 2
+    assert len(versions) == store_module.KEEP_VERSIONS
 
 
 def test_failure_mid_write_leaves_previous_version(
