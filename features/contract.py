@@ -1,4 +1,4 @@
-"""The canonical deal-history tables (../shared/data-contract.md) as polars schemas.
+"""The canonical deal-history tables (docs/data-contract.md) as polars schemas.
 
 Every source is converted into these tables by an adapter (``pipelines.ingest``); nothing
 downstream reads a source format. Timestamps are ``Datetime("us", "UTC")``, bare dates are

@@ -11,10 +11,19 @@ SQLite database at ``<data_dir>/mlflow/mlflow.db`` with artifacts under
 for the duration of a call and restored afterwards (MLflow otherwise writes it into
 ``os.environ``, where it would leak into the next job).
 
+A data directory can be moved or copied: MLflow records absolute artifact locations in its
+database (experiments, runs, logged models, model versions), so before a local store is used
+:func:`relocate_artifacts` rewrites the locations that still point at the directory's old
+place to ``<data_dir>/mlflow/artifacts``. A copy therefore logs and reads its own artifacts and
+never writes into the original.
+
 Models are logged with MLflow's scikit-learn flavour (``skops`` serialisation, a signature
 inferred from the input example and the model's output, pinned requirements) and registered.
 :func:`promote` gives a version the alias ``champion`` only if its backtest score beats the
-current champion's, otherwise ``challenger``; :func:`load_champion` loads ``@champion``.
+current champion's, otherwise ``challenger``; a version the caller vetoes (e.g. a close
+probability no better than stage win rates on held-out data) is ``challenger`` whatever the
+scores, sitting champion or not, with the reason in its ``dealcast.gate_veto`` tag;
+:func:`load_champion` loads ``@champion``.
 
 MLflow is made quiet on import of this module (unless the user set these variables):
 ``MLFLOW_DISABLE_TELEMETRY=true`` (no usage telemetry, no network calls for its config),
@@ -29,6 +38,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -44,6 +54,7 @@ __all__ = [
     "CHAMPION",
     "EXPERIMENT",
     "SCORE_TAG",
+    "VETO_TAG",
     "JobRun",
     "NoChampionError",
     "artifact_root",
@@ -53,6 +64,7 @@ __all__ = [
     "load_champion",
     "log_and_register",
     "promote",
+    "relocate_artifacts",
     "tracking_uri",
 ]
 
@@ -94,6 +106,8 @@ CHALLENGER = "challenger"
 """Registry alias of the latest version that did not beat the champion."""
 SCORE_TAG = "backtest_score"
 """Model-version tag holding the score :func:`promote` compares."""
+VETO_TAG = "dealcast.gate_veto"
+"""Model-version tag: why :func:`promote` kept a version from ``@champion`` (its ``veto``)."""
 _HIGHER_TAG = "backtest_higher_is_better"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SERVER_SCHEMES = ("http", "https", "databricks", "databricks-uc")
@@ -152,6 +166,80 @@ def _is_server(uri: str) -> bool:
     return uri.split(":", 1)[0].lower() in _SERVER_SCHEMES
 
 
+_ARTIFACT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+"""The columns of MLflow's SQL schema that hold absolute artifact locations."""
+
+
+def _local_db(data_dir: Path, uri: str) -> Path | None:
+    """The SQLite file of ``data_dir``'s own local store, if ``uri`` is that store."""
+    db = Path(data_dir).resolve() / "mlflow" / "mlflow.db"
+    return db if uri == f"sqlite:///{db.as_posix()}" else None
+
+
+def relocate_artifacts(data_dir: Path, uri: str | None = None) -> str | None:
+    """Point a moved or copied data directory's MLflow artifact locations at the directory.
+
+    MLflow's SQL store keeps the absolute ``file://`` location of the ``dealcast``
+    experiment, and of every run, logged model and model version under it. When the data
+    directory was copied (or moved) those still name the old place, and MLflow would write new
+    runs' artifacts there and read old ones from there. This rewrites every location that
+    starts with the experiment's old artifact root to the current
+    ``<data_dir>/mlflow/artifacts``, in one SQLite transaction. MLflow has no API to change an
+    experiment's artifact location, hence SQL; only those columns are touched.
+
+    Parameters
+    ----------
+    data_dir : Path
+        The dealcast data directory.
+    uri : str, optional
+        The tracking URI in use (default :func:`tracking_uri`). Nothing is done unless it is
+        the data directory's own SQLite store and that database exists.
+
+    Returns
+    -------
+    str or None
+        The old artifact root (a ``file://`` URI) when locations were rewritten, else None.
+    """
+    db = _local_db(data_dir, tracking_uri(data_dir) if uri is None else uri)
+    if db is None or not db.is_file():
+        return None
+    new_root = artifact_root(data_dir).as_uri()
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        with con:  # one transaction: commit on success, roll back on error
+            tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if "experiments" not in tables:
+                return None
+            row = con.execute(
+                "SELECT artifact_location FROM experiments WHERE name = ?", (EXPERIMENT,)
+            ).fetchone()
+            old_root = row[0] if row else None
+            if not old_root or old_root == new_root:
+                return None
+            if not old_root.startswith("file://") or not old_root.endswith("/mlflow/artifacts"):
+                return None  # not a location dealcast chose: leave it as the user set it
+            below = old_root + "/"
+            for table, column in _ARTIFACT_COLUMNS:
+                if table not in tables:
+                    continue
+                con.execute(  # exact prefix match (LIKE would ignore case)
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                    (new_root, len(old_root) + 1, old_root, len(below), below),
+                )
+    finally:
+        con.close()
+    return old_root
+
+
 @contextmanager
 def _using(uri: str) -> Iterator[None]:
     """Point MLflow's global tracking URI at ``uri`` for the block, then restore it exactly."""
@@ -197,7 +285,9 @@ def _prepare_local_store(data_dir: Path, uri: str) -> None:
 
 def _resolve(data_dir: Path | None, caller: str) -> str:
     if data_dir is not None:
-        return tracking_uri(data_dir)
+        uri = tracking_uri(data_dir)
+        relocate_artifacts(data_dir, uri)
+        return uri
     if _active_uri is not None:
         return _active_uri
     from_env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
@@ -370,6 +460,7 @@ def job_run(
     _check_name(job, "job name")
     uri = tracking_uri(data_dir)
     _prepare_local_store(data_dir, uri)
+    relocate_artifacts(data_dir, uri)
     with _using(uri):
         active = mlflow.active_run()
         if active is not None:
@@ -498,6 +589,7 @@ def promote(
     score: float,
     higher_is_better: bool,
     data_dir: Path | None = None,
+    veto: str | None = None,
 ) -> str:
     """Give a model version the alias ``champion`` if it beats the current one, else ``challenger``.
 
@@ -514,13 +606,19 @@ def promote(
         champion's; scores of different directions are not comparable.
     data_dir : Path, optional
         Needed only outside :func:`job_run` when ``MLFLOW_TRACKING_URI`` is not set.
+    veto : str, optional
+        Why this version must not be champion whatever its score (e.g. "close probability
+        Brier 0.254 not below stage win rates 0.228 on the held-out period"). A vetoed version
+        is ``"challenger"`` even when there is no champion; the reason is stored as the version
+        tag ``dealcast.gate_veto``.
 
     Returns
     -------
     str
-        ``"champion"`` when there is no champion yet, the champion has no recorded score, or
-        ``score`` is strictly better than the champion's; ``"challenger"`` otherwise (ties
-        keep the sitting champion). The alias moves: the previous champion loses it.
+        ``"challenger"`` when vetoed; else ``"champion"`` when there is no champion yet, the
+        champion has no recorded score, or ``score`` is strictly better than the champion's;
+        ``"challenger"`` otherwise (ties keep the sitting champion). The alias moves: the
+        previous champion loses it.
     """
     _check_name(name, "registered model name")
     if not math.isfinite(score):
@@ -532,7 +630,12 @@ def promote(
         client.get_model_version(name, candidate)  # fails clearly if it does not exist
         sitting = _champion(client, name)
         alias = CHAMPION
-        if sitting is not None and sitting.version != candidate:
+        if veto:
+            alias = CHALLENGER
+            client.set_model_version_tag(name, candidate, VETO_TAG, veto)
+            if sitting is not None and sitting.version == candidate:
+                client.delete_registered_model_alias(name, CHAMPION)
+        elif sitting is not None and sitting.version != candidate:
             sitting_score = sitting.tags.get(SCORE_TAG)
             sitting_higher = sitting.tags.get(_HIGHER_TAG)
             if sitting_higher is not None and sitting_higher != str(higher_is_better):

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from features.contract import DealHistory
 from features.forecast_log import KEPT_SCHEMA, ForecastLog
 from features.forecast_log import METHODS as KEPT_METHODS
 from features.snapshots import data_now
@@ -18,7 +19,7 @@ from models.metrics import P10, P90
 from models.tracking import job_run
 from pipelines.console import progress
 
-__all__ = ["default_origins", "run_backtest_job"]
+__all__ = ["MIN_HISTORY_MONTHS", "default_origins", "run_backtest_job", "stage_methods"]
 
 
 def _step(month: date) -> int:
@@ -26,12 +27,55 @@ def _step(month: date) -> int:
     return month.year * 100 + month.month
 
 
-def default_origins(now: date, count: int = 12) -> tuple[date, date]:
-    """The last ``count`` month starts whose month-0 has closed by ``now``."""
+MIN_HISTORY_MONTHS = 9
+"""Months of history (first deal's month to the last complete one) the backtest needs."""
+
+PAST_MONTHS = 6
+"""Months of past the first default origin has: it is the 6th month after the first deal's."""
+
+STAGE_PROBABILITIES = ("auto", "crm", "hist")
+
+
+def default_origins(
+    now: date, count: int = 12, *, first_deal: date | None = None
+) -> tuple[date, date]:
+    """The last ``count`` month starts whose month-0 has closed by ``now``.
+
+    With ``first_deal`` (the month of the first deal), the first origin is no earlier than
+    the :data:`PAST_MONTHS`-th month after it, so every origin has that much past.
+    """
     last = date(now.year, now.month, 1)
     index = last.year * 12 + last.month - 1 - 1  # the month before now's month
     first = index - count + 1
+    if first_deal is not None:
+        first = max(first, first_deal.year * 12 + first_deal.month - 1 + PAST_MONTHS)
     return date(first // 12, first % 12 + 1, 1), date(index // 12, index % 12 + 1, 1)
+
+
+def stage_methods(stage_probability: str) -> list[str]:
+    """The backtest methods for a ``--stage-probability`` choice.
+
+    ``crm``: stage-weighted with the pipeline config's probabilities (not applicable without
+    them); ``hist``: with historical stage win rates; ``auto``: both when the config has
+    probabilities, else ``hist`` (and CRM listed as not applicable).
+    """
+    if stage_probability not in STAGE_PROBABILITIES:
+        raise ValueError(
+            f"stage probability must be one of {', '.join(STAGE_PROBABILITIES)}, "
+            f"got {stage_probability!r}"
+        )
+    drop = {"crm": "stage_weighted_hist", "hist": "stage_weighted_crm"}.get(stage_probability)
+    return [m for m in METHODS if m != drop]
+
+
+def _history_months(history: DealHistory, now: datetime) -> tuple[date, int]:
+    """The first deal's month and the months from it to the last complete month."""
+    first = history.deals.select(pl.col("created_at").min()).collect().item()
+    if first is None:
+        raise ValueError("the store holds no deal: nothing to backtest")
+    start = date(first.year, first.month, 1)
+    months = (now.year * 12 + now.month - 1) - (start.year * 12 + start.month - 1)
+    return start, months
 
 
 def run_backtest_job(
@@ -42,20 +86,35 @@ def run_backtest_job(
     horizons: Sequence[int] = (0, 1, 2),
     by: str | None = None,
     n_samples: int = 1000,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] | None = None,
+    stage_probability: str = "auto",
     show_progress: bool = True,
     keep: bool = False,
 ) -> dict[str, Any]:
     """Run the backtest on the store at ``data``, log it, return the backtest and its verdict.
 
     ``start``/``end`` are the first and last origins (month starts); the default is the last
-    12 origins whose first month has closed. ``keep`` also keeps each origin's company-total
-    forecasts (dealcast and the stage-weighted baselines) in the forecast log, as retrospective
-    forecasts (:func:`kept_from_backtest`), so the accuracy history starts filled.
+    12 origins whose first month has closed, starting no earlier than the 6th month after the
+    first deal. A history shorter than :data:`MIN_HISTORY_MONTHS` is refused. Origins no method
+    can be refit at are skipped (``result["backtest"].skipped`` says why). ``methods`` default
+    to every method; the stage-weighted ones among them are chosen by ``stage_probability``
+    (``auto``, ``crm`` or ``hist``: :func:`stage_methods`). ``keep`` also keeps each origin's
+    company-total forecasts (dealcast and the stage-weighted baselines) in the forecast log,
+    as retrospective forecasts (:func:`kept_from_backtest`), so the accuracy history starts
+    filled.
     """
     history = Store(data).load()
     now = data_now(history)
-    first, last = default_origins(now.date())
+    first_deal, months = _history_months(history, now)
+    if months < MIN_HISTORY_MONTHS:
+        raise ValueError(
+            f"the backtest needs at least {MIN_HISTORY_MONTHS} months of history: the deals "
+            f"start {first_deal:%Y-%m} and the data ends {now:%Y-%m-%d}, {months} complete "
+            f"month(s)"
+        )
+    allowed = stage_methods(stage_probability)
+    methods = [m for m in (methods if methods is not None else METHODS) if m in allowed]
+    first, last = default_origins(now.date(), first_deal=first_deal)
     origins = month_origins(start or first, end or last)
     if not origins:
         raise ValueError(
@@ -75,6 +134,7 @@ def run_backtest_job(
         "by": by or "",
         "n_samples": n_samples,
         "methods": ",".join(methods),
+        "stage_probability": stage_probability,
     }
     with job_run(data, "backtest", params=params) as run:
         if show_progress:
@@ -115,8 +175,10 @@ def run_backtest_job(
 def _log(run: Any, result: Backtest) -> None:
     """Per origin: each method's absolute % error by horizon (step = yyyymm); then summaries."""
     methods = [m for m in METHODS if m in result.frame.columns]
+    # a method not applicable at an origin has null forecasts: its sum stays null, not 0
     total = result.frame.group_by("origin", "horizon").agg(
-        pl.col("actual").sum(), *(pl.col(m).sum() for m in methods)
+        pl.col("actual").sum(),
+        *(pl.when(pl.col(m).is_not_null().all()).then(pl.col(m).sum()).alias(m) for m in methods),
     )
     for row in total.sort("origin").iter_rows(named=True):
         if not row["actual"]:
@@ -135,6 +197,10 @@ def _log(run: Any, result: Backtest) -> None:
                 run.metric(f"{name}__{row['method']}__h{row['horizon']}", row[name])
     run.frame("backtest", result.frame)
     run.frame("summary", result.league())
+    if result.not_applicable.height:
+        run.frame("not_applicable", result.not_applicable)
+    if result.skipped:
+        run.json("skipped_origins", {f"{o:%Y-%m}": why for o, why in result.skipped})
     if f"dealcast{P10}" in result.frame.columns:
         run.tag("dealcast.interval", f"dealcast{P10}..dealcast{P90}")
 

@@ -78,6 +78,7 @@ def _parse_day(value: str | None, option: str) -> date | None:
 
 @app.command()
 def simulate(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Directory to write the tables into.")],
     deals: Annotated[
         int | None, typer.Option("--deals", help="Number of deals (default: ~30 reps' worth).")
@@ -90,15 +91,60 @@ def simulate(
     file_format: Annotated[
         FileFormat, typer.Option("--file-format", help="Format of the files written.")
     ] = FileFormat.parquet,
+    company_profile: Annotated[
+        str,
+        typer.Option(
+            "--company",
+            help="Company profile: default, small, enterprise, smb, declining or regime "
+            "(docs/simulator.md). --deals, --months and --no-anomalies override its values.",
+        ),
+    ] = "default",
+    export: Annotated[
+        str,
+        typer.Option(
+            "--export",
+            help="Export profile: rich, current_state, no_forecast_fields, stale, date_only, "
+            "missing_dims, lead_funnel or thinnest: the same company written the way a real "
+            "(thinner, dirtier) CRM export comes out; the truth tables stay the same.",
+        ),
+    ] = "rich",
 ) -> None:
     """Write the canonical tables (and ground truth) of a synthetic company."""
-    from pipelines.simulate import SimConfig, simulate_company, write_company
+    from click.core import ParameterSource
 
+    from pipelines.simulate import (
+        COMPANY_PROFILES,
+        EXPORT_PROFILES,
+        company_config,
+        export_company,
+        simulate_company,
+        write_company,
+    )
+
+    if company_profile not in COMPANY_PROFILES:
+        raise fail(
+            f"--company must be one of {', '.join(COMPANY_PROFILES)}, got {company_profile!r}"
+        )
+    if export not in EXPORT_PROFILES:
+        raise fail(f"--export must be one of {', '.join(EXPORT_PROFILES)}, got {export!r}")
+    given = {
+        name
+        for name in ("months", "anomalies")
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+    }
     try:
-        config = SimConfig(n_deals=deals, months=months, seed=seed, anomalies=anomalies)
+        config = company_config(
+            company_profile,
+            seed,
+            n_deals=deals,
+            months=months if "months" in given else None,
+            anomalies=anomalies if "anomalies" in given else None,
+        )
     except ValueError as exc:
         raise fail(str(exc)) from None
     company = simulate_company(config, show_progress=True)
+    if export != "rich":
+        company = export_company(company, export, seed=seed)
     paths = write_company(company, out, file_format=file_format.value)
     for path in paths:
         console.print(f"wrote {path}")
@@ -193,7 +239,7 @@ def kpis(
     data: DataOption = None,
 ) -> None:
     """The KPI catalogue per period, optionally grouped by a dimension."""
-    from features.kpis.table import kpi_table
+    from features.kpis.table import kpi_notes, kpi_table
     from features.store import Store, StoreNotFoundError
     from pipelines.reports import print_kpis
 
@@ -214,6 +260,8 @@ def kpis(
         print_kpis(table, by=by or [])
     else:
         emit(table, fmt)
+    for note in kpi_notes(history):  # stderr: json/csv on stdout stay clean
+        err_console.print(f"note: {note}", markup=False, highlight=False)
 
 
 def _parse_month(value: str | None, option: str) -> date | None:
@@ -318,6 +366,15 @@ def backtest(
     ] = "0,1,2",
     by: Annotated[str | None, typer.Option("--by", help="Score per dimension.")] = None,
     samples: Annotated[int, typer.Option("--samples", min=100)] = 1000,
+    stage_probability: Annotated[
+        str,
+        typer.Option(
+            "--stage-probability",
+            help="Stage-weighted baseline(s): crm (the pipeline config's stage probabilities; "
+            "n/a without them), hist (historical stage win rates), auto (both when the config "
+            "has probabilities, else hist).",
+        ),
+    ] = "auto",
     fmt: Annotated[TableOrJson, typer.Option("--format")] = TableOrJson.table,
     keep: Annotated[
         bool,
@@ -329,7 +386,12 @@ def backtest(
     ] = False,
     data: DataOption = None,
 ) -> None:
-    """Rolling-origin backtest of dealcast against five baselines; prints the league table."""
+    """Rolling-origin backtest of dealcast against five baselines; prints the league table.
+
+    Needs at least 9 months of history; by default the origins are the last 12 closed months,
+    from the 6th month after the first deal. Origins no method can be refit at are skipped with
+    a note; a baseline without a basis at an origin is shown "n/a" and not ranked.
+    """
     from features.store import StoreNotFoundError
     from pipelines.backtest import run_backtest_job
     from pipelines.model_reports import print_league
@@ -337,6 +399,8 @@ def backtest(
     start, end = _parse_month(from_, "--from"), _parse_month(to, "--to")
     if start and end and start > end:
         raise fail(f"--from {from_} is after --to {to}")
+    if stage_probability not in ("auto", "crm", "hist"):
+        raise fail(f"--stage-probability expects crm, hist or auto, got {stage_probability!r}")
     try:
         result = run_backtest_job(
             data_dir(data),
@@ -345,6 +409,7 @@ def backtest(
             horizons=_parse_horizons(horizons),
             by=_one_dimension(by),
             n_samples=samples,
+            stage_probability=stage_probability,
             show_progress=fmt is TableOrJson.table,
             keep=keep,
         )
@@ -357,6 +422,7 @@ def backtest(
             "horizons": bt.horizons,
             "by": bt.by,
             "summary": bt.league().to_dicts(),
+            "skipped": [{"origin": f"{o:%Y-%m}", "reason": why} for o, why in bt.skipped],
             "acceptance": result["acceptance"],
             "run_id": result["run_id"],
         }

@@ -88,25 +88,34 @@ def print_league(result: dict[str, Any]) -> None:
         header_style="bold",
         title_justify="left",
     )
+    notes = "note" in league.columns and league["note"].is_not_null().any()
     for name in ("horizon", "rank", "method", "WAPE", "bias", "P10–P90 coverage", "n"):
         table.add_column(name, justify="left" if name == "method" else "right")
+    if notes:
+        table.add_column("note", justify="left", style="dim")
     previous = None
     for row in league.iter_rows(named=True):
         if previous is not None and row["horizon"] != previous:
             table.add_section()
         previous = row["horizon"]
         style = "bold green" if row["method"] == "dealcast" else None
-        table.add_row(
+        note = row.get("note")
+        unscored = row["n"] == 0
+        cells = [
             f"h{row['horizon']}",
-            str(row["rank"]),
+            "—" if row["rank"] is None else str(row["rank"]),
             row["method"],
-            _pct(row["wape"]),
-            _pct(row["bias"], signed=True),
-            _pct(row["coverage"]),
+            "n/a" if unscored else _pct(row["wape"]),
+            "" if unscored else _pct(row["bias"], signed=True),
+            "" if unscored else _pct(row["coverage"]),
             str(row["n"]),
-            style=style,
-        )
+        ]
+        if notes:
+            cells.append(note or "")
+        table.add_row(*cells, style="dim" if note and style is None else style)
     console.print(table)
+    for origin, why in getattr(backtest, "skipped", []):
+        console.print(f"[yellow]origin {origin:%Y-%m} skipped: {why}[/]")
     verdict = result["acceptance"]
     lines = []
     for key, figures in verdict.items():

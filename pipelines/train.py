@@ -7,12 +7,23 @@
 3. The recipe is backtested on the last ``gate_origins`` months (dealcast alone, refit at each
    origin); its month-0 WAPE is the version's score.
 4. Both models are logged (signature, input example), registered, and each version gets
-   ``@champion`` only if its score beats the sitting champion's, else ``@challenger``.
+   ``@champion`` only if its score beats the sitting champion's, else ``@challenger``. A boosted
+   close probability whose held-out Brier is not below the baseline's (stage win rates; the
+   overall win rate without a stage history) is never registered, sitting champion or not: the
+   baseline itself (``CloseProbabilityModel(booster=False)``) is fitted and registered in its
+   place, so ``publish`` always has a champion that is at least as good as stage rates. The
+   reason is in the output (``gate``), the run tag ``dealcast.gate_veto`` and the version tag
+   ``dealcast.stage_rates_instead``.
+
+Features a model left out (absent, all null, constant, or stage features without a stage
+history) are in the output (``features_dropped``, ``timing_features_dropped``), the run's
+params (``features.*``) and its ``features.json`` artifact.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -22,8 +33,9 @@ from sklearn.inspection import permutation_importance
 from features.snapshots import data_now
 from features.store import Store
 from models import metrics
-from models.deals.dataset import FEATURES
+from models.deals.dataset import FEATURES, describe_dropped
 from models.deals.evaluation import ProbabilityEvaluation, evaluate_close_probability
+from models.deals.probability import CloseProbabilityModel
 from models.deals.timing import TIMING_INPUTS
 from models.forecast.backtest import month_origins, run_backtest
 from models.forecast.revenue import fit_deal_models
@@ -34,6 +46,27 @@ from pipelines.forecast import CUTOFF_TAG, PROBABILITY_MODEL, TIMING_MODEL
 __all__ = ["PROBABILITY_MODEL", "TIMING_MODEL", "run_train"]
 
 GATE_METRIC = "backtest WAPE, month 0"
+STAGE_RATES_TAG = "dealcast.stage_rates_instead"
+"""Version tag of a close probability that is the stage rates, registered because the boosted
+model lost to them on held-out data (the value says by how much)."""
+
+
+def stage_rate_veto(scores: Mapping[str, object]) -> str | None:
+    """Why the close probability must not be champion: its held-out Brier is not below the
+    baseline's (stage win rates, or the overall win rate without a stage history); else None.
+
+    ``scores`` are :func:`models.deals.evaluation.evaluate_close_probability` metrics; without
+    a held-out score (no test rows) there is nothing to judge and no veto.
+    """
+    brier, base = scores.get("brier"), scores.get("baseline_brier")
+    if not isinstance(brier, int | float) or not isinstance(base, int | float):
+        return None
+    if not (math.isfinite(brier) and math.isfinite(base)) or brier < base:
+        return None
+    name = str(scores.get("baseline") or "stage win rates").split(" (")[0]
+    return (
+        f"close probability Brier {brier:.4f} on the held-out period is not below {name} {base:.4f}"
+    )
 
 
 def _importances(evaluation: ProbabilityEvaluation, *, rows: int = 1500) -> pl.DataFrame:
@@ -73,7 +106,11 @@ def run_train(
     )
     scores = evaluation.metrics
     now = data_now(history)
-    final = fit_deal_models(history, now, months=months)
+    veto = stage_rate_veto(scores)
+    # a boosted model that lost to stage rates on held-out data is never champion: the stage
+    # rates themselves are fitted and registered in its place, so publish still has a champion
+    probability = CloseProbabilityModel(booster=False) if veto else None
+    final = fit_deal_models(history, now, months=months, probability=probability)
     first, last = default_origins(now.date(), gate_origins)
     gate = run_backtest(
         history, month_origins(first, last), horizons=range(months), methods=["dealcast"]
@@ -84,7 +121,20 @@ def run_train(
         if r["wape"] is not None
     }
     gate_score = wape.get("backtest_wape_h0")
+    dropped = {  # the boosted model's choice, also when stage rates were registered instead
+        "probability": evaluation.model.features_dropped_
+        if veto
+        else final.probability.features_dropped_,
+        "timing": final.timing.features_dropped_,
+    }
     params = {
+        "features": {
+            "probability_used": ",".join(final.probability.features_used_),
+            "probability_dropped": describe_dropped(dropped["probability"]),
+            "timing_used": ",".join(final.timing.features_used_),
+            "timing_dropped": describe_dropped(dropped["timing"]),
+            "stage_history": "derived" if history.history_is_derived else "known",
+        },
         "test_months": test_months,
         "gate_origins": gate_origins,
         "months": months,
@@ -105,6 +155,17 @@ def run_train(
         if evaluation.model.estimator_ is not None and evaluation.test.height:
             run.frame("feature_importance", _importances(evaluation))
         run.frame("gate_backtest", gate.frame)
+        run.json(
+            "features",
+            {
+                "probability": {
+                    "used": list(final.probability.features_used_),
+                    "dropped": dropped["probability"],
+                },
+                "timing": {"used": list(final.timing.features_used_), "dropped": dropped["timing"]},
+                "stage_history_derived": history.history_is_derived,
+            },
+        )
         tags = {CUTOFF_TAG: now.isoformat()}
         example = evaluation.test.head(5) if evaluation.test.height else evaluation.train.head(5)
         # counts are floats in the signature: a missing count at scoring time must not break it
@@ -115,7 +176,7 @@ def run_train(
                 final.probability,
                 name=PROBABILITY_MODEL,
                 input_example=example.select(FEATURES),
-                tags=tags,
+                tags={**tags, STAGE_RATES_TAG: veto} if veto else tags,
             ),
             TIMING_MODEL: log_and_register(
                 run,
@@ -133,12 +194,21 @@ def run_train(
             name: promote(name, version, score=score, higher_is_better=False, data_dir=data)
             for name, version in versions.items()
         }
+
         run.tag("dealcast.gate_metric", GATE_METRIC)
+        if veto:
+            run.tag("dealcast.gate_veto", veto)
         run_id = run.run_id
     return {
         **scores,
         **wape,
         "gate_metric": GATE_METRIC,
+        "features_dropped": describe_dropped(dropped["probability"]),
+        "timing_features_dropped": describe_dropped(dropped["timing"]),
+        "gate": (
+            f"stage win rates registered in place of the boosted model ({veto}); " if veto else ""
+        )
+        + f"{GATE_METRIC} {score:.4f}: {aliases[PROBABILITY_MODEL]}",
         "model": PROBABILITY_MODEL,
         "version": versions[PROBABILITY_MODEL],
         "alias": aliases[PROBABILITY_MODEL],

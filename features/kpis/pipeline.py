@@ -41,8 +41,16 @@ def stage_win_rates(history: DealHistory, as_ofs: pl.LazyFrame) -> pl.LazyFrame:
     -------
     LazyFrame
         ``as_of, stage, stage_win_rate_hist`` for every as-of and open stage (null when no
-        closed deal had visited the stage by then).
+        closed deal had visited the stage by then). Null for every stage when
+        ``history.history_is_derived``: without a stage history the stages a closed deal went
+        through are unknown (the derived history puts them all in the first stage), so no
+        stage has a known rate.
     """
+    open_stages = pl.LazyFrame({"stage": list(history.pipeline.open_stages)})
+    if history.history_is_derived:
+        return as_ofs.join(open_stages, how="cross").select(
+            "as_of", "stage", pl.lit(None, pl.Float64).alias("stage_win_rate_hist")
+        )
     kinds = history.pipeline.frame().lazy().select("stage", "stage_kind")
     closed = (
         history.deals.filter(pl.col("closed_at").is_not_null())
@@ -59,7 +67,6 @@ def stage_win_rates(history: DealHistory, as_ofs: pl.LazyFrame) -> pl.LazyFrame:
         .with_columns(pl.col("_n", "_w").cum_sum().over("stage", order_by="closed_at"))
         .sort("closed_at")
     )
-    open_stages = pl.LazyFrame({"stage": list(history.pipeline.open_stages)})
     return (
         as_ofs.join(open_stages, how="cross")
         .sort("as_of")

@@ -17,6 +17,8 @@ built here because the detector needs them known at the period's end:
   close dates shows here the month it happens; ``slip_rate`` only moves if closes move too.
 
 Only complete periods are returned (a period in progress would look like a collapse).
+Without a stage history (``history.history_is_derived``) there is no ``stage_advance``
+series: the stages closed deals went through are unknown, not "never left the first one".
 
 Point in time: the series is built from :func:`features.kpis.periods.known_at` the cutoff, and
 the value of a period reads nothing after that period's end, so a detector that judges period
@@ -154,7 +156,10 @@ def kpi_series(
             complete = ctx.periods.filter(pl.col("complete")).select(
                 "period_start", pl.col("next_start").dt.date().alias("period_end")
             )
-            extra = pl.collect_all([_stage_advances(ctx), _slips(ctx), _pushed(ctx)])
+            counted = [_slips(ctx), _pushed(ctx)]
+            if not history.history_is_derived:  # stage exits are unknown without a history
+                counted.insert(0, _stage_advances(ctx))
+            extra = pl.collect_all(counted)
             frames.append(_long(table, extra, complete, period, dim, history))
     out = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=SERIES_SCHEMA)
     return out.sort("period", "by", "segment", "metric", "period_start")

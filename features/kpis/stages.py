@@ -10,6 +10,12 @@ the period (each deal once, however often it re-entered); a deal converted when,
 after that entry and up to the cutoff, it was in a later open stage or won. Lost, moved back
 or still in the stage at the cutoff: not converted. Recent cohorts therefore rise as they
 mature, like ``close_rate_cohort``.
+
+Without a stage history in the source (``history.history_is_derived``) the stages a closed
+deal went through are unknown: the derived history has it in the first open stage from
+creation to close, which would read as "0% of the deals got past the first stage". These
+KPIs are then null, and :func:`features.kpis.table.kpi_notes` says why
+(:data:`NEEDS_STAGE_HISTORY`).
 """
 
 from __future__ import annotations
@@ -21,12 +27,23 @@ from features.kpis.periods import KpiContext, days_between, ratio, stage_slug
 from features.snapshots import enriched_history
 
 __all__ = [
+    "NEEDS_STAGE_HISTORY",
     "proposal_stages",
     "stage_columns",
     "stage_entry_kpis",
     "stage_exit_kpis",
     "stage_runs",
 ]
+
+
+NEEDS_STAGE_HISTORY: dict[str, str] = {
+    "stage_conversion_rate__<stage>": "stage conversion",
+    "stage_duration_days_median__<stage>": "stage durations",
+    "stage_duration_days_p90__<stage>": "stage durations",
+    "stage_weighted_pipeline_hist": "historical stage win rates",
+}
+"""KPI columns (``<stage>``: each open stage) that are unknown without a real stage history,
+and what they are about (the note ``dealcast kpis`` prints)."""
 
 
 def proposal_stages(pipeline: PipelineConfig) -> tuple[str, ...]:

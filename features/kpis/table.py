@@ -1,4 +1,4 @@
-"""The KPI engine: the sales KPI catalogue (../shared/kpi-catalogue.md) per period and group.
+"""The KPI engine: the sales KPI catalogue (``definitions``) per period and group.
 
 :func:`kpi_table` returns one row per period (and group, with ``by``) and one column per KPI;
 :data:`KPI_DEFINITIONS` says what each column is. The work is split by KPI family:
@@ -15,6 +15,12 @@ Point in time: the table reads nothing after its cutoff (the end of the ``end`` 
 last timestamp in the data). A KPI of a period reads nothing after that period's end, except
 ``close_rate_cohort`` and ``stage_conversion_rate__<stage>``, cohort rates that by definition
 look at what the period's cohort did later (up to the cutoff).
+
+Thin sources: without a stage history (``history.history_is_derived``) the KPIs that need
+the stages a deal went through (:data:`features.kpis.stages.NEEDS_STAGE_HISTORY`: stage
+conversion, stage durations, the historical stage win rates behind
+``stage_weighted_pipeline_hist``, and ``proposals_sent`` when there are no activities either)
+are null, not 0; :func:`kpi_notes` says which and why, for the caller to show.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from features.kpis.pipeline import (
     start_of_period_kpis,
 )
 from features.kpis.stages import (
+    NEEDS_STAGE_HISTORY,
     proposal_stages,
     stage_columns,
     stage_entry_kpis,
@@ -55,6 +62,7 @@ __all__ = [
     "KPI_UNITS",
     "PERIODS",
     "kpi_definition",
+    "kpi_notes",
     "kpi_table",
     "kpi_unit",
     "open_pipeline_breakdown",
@@ -144,12 +152,56 @@ def kpi_table(
                 "pipeline_coverage"
             ),
         )
+    schema = table.collect_schema()
+    unknown = [c for c in _unknown_columns(ctx) if c in schema]
+    if unknown:  # null, not the 0% a derived history would give
+        table = table.with_columns(pl.lit(None, schema[c]).alias(c) for c in unknown)
     if shown_from is not None:
         table = table.filter(pl.col("period_start") >= shown_from)
     if shown_to is not None:
         table = table.filter(pl.col("period_start") <= shown_to)
     columns = _columns(ctx, table.collect_schema().names())
     return table.select(columns).sort(ctx.keys, nulls_last=True).collect()
+
+
+def kpi_notes(history: DealHistory) -> tuple[str, ...]:
+    """What the KPI table of ``history`` cannot tell, one line per KPI family (empty if all).
+
+    Without a stage history in the source the stages a closed deal went through are not
+    known: the derived history would show every closed deal going straight from the first
+    stage to its close, i.e. 0% conversion of every later stage.
+
+    Examples
+    --------
+    >>> kpi_notes(Store("dealcast-data").load())  # a flat export: no stage history
+    ... # doctest: +SKIP
+    ('stage conversion: unknown without a stage history ...', ...)
+    """
+    if not history.history_is_derived:
+        return ()
+    why = "unknown without a stage history"
+    notes = [
+        f"stage conversion: {why} (stage_conversion_rate__* left empty)",
+        f"stage durations: {why} (stage_duration_days_* left empty)",
+        f"historical stage win rates: {why} (stage_weighted_pipeline_hist left empty)",
+    ]
+    if "activities" not in history.has and proposal_stages(history.pipeline):
+        notes.append(f"proposals sent: {why} or activities (proposals_sent left empty)")
+    return tuple(notes)
+
+
+def _unknown_columns(ctx: KpiContext) -> list[str]:
+    """The KPI columns :func:`kpi_notes` calls unknown for ``ctx.history`` (stages expanded)."""
+    history = ctx.history
+    if not history.history_is_derived:
+        return []
+    slugs = list(stage_columns(ctx).values())
+    out = []
+    for name in NEEDS_STAGE_HISTORY:
+        out += [name.replace("<stage>", s) for s in slugs] if "<stage>" in name else [name]
+    if "activities" not in history.has:
+        out.append("proposals_sent")
+    return out
 
 
 def _on_grid(ctx: KpiContext, families: list[pl.LazyFrame]) -> pl.LazyFrame:

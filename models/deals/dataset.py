@@ -23,10 +23,17 @@ __all__ = [
     "DERIVED_FEATURES",
     "NUMERIC_FEATURES",
     "FEATURES",
+    "MAX_CATEGORY_LEVELS",
+    "NO_STAGE_HISTORY",
+    "STAGE_DEPENDENT",
     "TimeSplit",
     "booster_matrix",
+    "complete_features",
+    "describe_dropped",
+    "select_features",
     "category_levels",
     "features_of",
+    "stage_history_known",
     "labelled_snapshots",
     "time_split",
     "weekly_grid",
@@ -86,9 +93,106 @@ DERIVED_FEATURES: dict[str, pl.Expr] = {
 """Ratios of snapshot columns that trees cannot form by themselves (computed per row)."""
 
 
+STAGE_DEPENDENT: tuple[str, ...] = (
+    "stage",
+    "stage_order",
+    "stage_probability",
+    "days_in_stage",
+    "stage_regressions",
+    "stage_speed",
+    "forecast_category",
+    "amount_change",
+    "close_date_pushes",
+    "days_pushed_total",
+    "days_to_expected_close",
+)
+"""Features read from the stage history: unknown at past snapshots when it is derived.
+
+A derived history (``features.contract.derive_history``, no stage history in the source) puts
+every closed deal in the first open stage, with its latest amount, expected close date and
+forecast category, until it closes: at a past snapshot these columns are not what was known
+then. The models leave them out of training and scoring in that case (reason
+:data:`NO_STAGE_HISTORY`); the timing model's calendar features built from
+``days_to_expected_close`` go with it.
+"""
+NO_STAGE_HISTORY = "no stage history"
+MAX_CATEGORY_LEVELS = 250
+"""Levels kept per categorical feature (the most frequent); a booster takes at most 255."""
+
+_DTYPES: dict[str, pl.DataType] = {
+    **{c: pl.Float64() for c in NUMERIC_FEATURES},
+    **{c: pl.String() for c in CATEGORICAL_FEATURES},
+}
+
+
+def complete_features(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with every absent ``FEATURES`` column added as nulls (for scoring and fitting)."""
+    absent = [c for c in FEATURES if c not in frame.columns]
+    if not absent:
+        return frame
+    return frame.with_columns(pl.lit(None, dtype=_DTYPES[c]).alias(c) for c in absent)
+
+
 def with_derived(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` plus the :data:`DERIVED_FEATURES` columns."""
-    return frame.with_columns(expr.alias(name) for name, expr in DERIVED_FEATURES.items())
+    """``frame`` plus the :data:`DERIVED_FEATURES` columns (absent inputs count as null)."""
+    return complete_features(frame).with_columns(
+        expr.alias(name) for name, expr in DERIVED_FEATURES.items()
+    )
+
+
+def select_features(
+    frame: pl.DataFrame,
+    candidates: tuple[str, ...],
+    *,
+    stage_known: bool = True,
+    absent: tuple[str, ...] = (),
+    stage_dependent: tuple[str, ...] = STAGE_DEPENDENT,
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The ``candidates`` a model can learn from in ``frame``, and why the others are left out.
+
+    A feature is dropped when it is ``absent`` from the caller's rows (``"absent"``), entirely
+    null (``"all null"``) or holds one value on every row (``"constant"``): a gradient booster
+    cannot split on it, and scikit-learn's crashes on an all-missing column. With
+    ``stage_known`` false every ``stage_dependent`` feature is dropped (``"no stage
+    history"``). Returns ``(used, dropped)``, ``used`` in ``candidates`` order, ``dropped``
+    mapping feature -> reason.
+    """
+    used: list[str] = []
+    dropped: dict[str, str] = {}
+    for name in candidates:
+        if not stage_known and name in stage_dependent:
+            dropped[name] = NO_STAGE_HISTORY
+        elif name in absent or name not in frame.columns:
+            dropped[name] = "absent"
+        elif frame.height == 0 or frame[name].null_count() == frame.height:
+            dropped[name] = "all null"
+        elif frame[name].n_unique() <= 1:
+            dropped[name] = "constant"
+        else:
+            used.append(name)
+    return tuple(used), dropped
+
+
+def describe_dropped(dropped: dict[str, str]) -> str:
+    """``dropped`` (feature -> reason) in words, grouped by reason; "none" when empty."""
+    if not dropped:
+        return "none"
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in dropped.items():
+        by_reason.setdefault(reason, []).append(name)
+    return "; ".join(f"{reason}: {', '.join(names)}" for reason, names in by_reason.items())
+
+
+def stage_history_known(frame: pl.DataFrame) -> bool:
+    """Whether labelled rows show deals in more than one stage before they closed.
+
+    A derived history (no stage history in the source) shows every closed deal in the first
+    open stage at every snapshot; so does a real one in which no deal ever moved, where the
+    stage features are constant anyway.
+    """
+    if "stage" not in frame.columns or frame.height == 0:
+        return False
+    return frame["stage"].drop_nulls().n_unique() > 1
 
 
 def weekly_grid(start: date | datetime, end: date | datetime) -> list[datetime]:
@@ -166,21 +270,42 @@ def features_of(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def category_levels(frame: pl.DataFrame) -> dict[str, list[str]]:
-    """The sorted levels of each categorical feature seen in ``frame`` (fixed at fit time)."""
-    return {
-        c: sorted(frame[c].drop_nulls().unique().cast(pl.String).to_list())
-        for c in CATEGORICAL_FEATURES
-    }
+    """The sorted levels of each categorical feature seen in ``frame`` (fixed at fit time).
+
+    At most :data:`MAX_CATEGORY_LEVELS` per feature, the most frequent (others score as
+    missing); a feature absent from ``frame`` has no level.
+    """
+    out: dict[str, list[str]] = {}
+    for c in CATEGORICAL_FEATURES:
+        if c not in frame.columns:
+            out[c] = []
+            continue
+        counts = (
+            frame.select(pl.col(c).cast(pl.String))
+            .drop_nulls()
+            .group_by(c)
+            .len()
+            .sort(["len", c], descending=[True, False])
+            .head(MAX_CATEGORY_LEVELS)
+        )
+        out[c] = sorted(counts[c].to_list())
+    return out
 
 
 def booster_matrix(
-    frame: pl.DataFrame, *, numeric: tuple[str, ...], levels: dict[str, list[str]]
+    frame: pl.DataFrame,
+    *,
+    numeric: tuple[str, ...],
+    levels: dict[str, list[str]],
+    categorical: tuple[str, ...] = CATEGORICAL_FEATURES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A gradient booster's input and its categorical mask.
 
-    Columns ``numeric`` as floats, then each categorical feature as the index of its level in
-    ``levels`` (NaN for a level unseen at fit time, which the booster treats as missing).
+    Columns ``numeric`` as floats, then each ``categorical`` feature as the index of its level
+    in ``levels`` (NaN for a level unseen at fit time, which the booster treats as missing).
+    Absent columns are read as nulls.
     """
+    frame = complete_features(frame)
     exprs = [pl.col(c).cast(pl.Float64) for c in numeric] + [
         pl.col(c)
         .cast(pl.String)
@@ -190,7 +315,7 @@ def booster_matrix(
             return_dtype=pl.Float64,
         )
         .alias(c)
-        for c in CATEGORICAL_FEATURES
+        for c in categorical
     ]
-    mask = np.array([False] * len(numeric) + [True] * len(CATEGORICAL_FEATURES))
+    mask = np.array([False] * len(numeric) + [True] * len(categorical), dtype=bool)
     return frame.select(exprs).to_numpy().astype(np.float64), mask

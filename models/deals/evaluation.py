@@ -5,6 +5,12 @@ snapshots; the model is fitted (and calibrated) only on deals first seen before 
 score is put next to (a) historical stage win rates from the same training rows, (b) the
 CRM's stage probability (the pipeline config's default), and on simulated data (c) the oracle,
 the simulator's true probability of each snapshot.
+
+Without a stage history (``history.history_is_derived``) the stage of a past snapshot is not
+known: every closed deal sits in the first open stage until it closes, so "stage win rates"
+would be the first stage's rate and the CRM probability the first stage's. The model then
+leaves the stage features out, the baseline is the overall win rate of the training rows
+(``baseline`` says which), and no CRM score is given.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import polars as pl
 from features.contract import DealHistory
 from features.snapshots import data_end
 from models import metrics
-from models.deals.dataset import labelled_snapshots, time_split, weekly_grid
+from models.deals.dataset import describe_dropped, labelled_snapshots, time_split, weekly_grid
 from models.deals.probability import CloseProbabilityModel, stage_win_rates
 
 __all__ = ["ProbabilityEvaluation", "evaluate_close_probability", "snapshot_grid"]
@@ -61,16 +67,20 @@ def evaluate_close_probability(
     snaps = labelled_snapshots(history, snapshot_grid(history, end=end), cutoff=end)
     split = time_split(snaps, calibrate_from=end - timedelta(days=30 * test_months))
     train, test = split.fit, split.calibrate
-    estimator = (model or CloseProbabilityModel()).fit(train, train["label_won"].to_numpy())
+    derived = history.history_is_derived
+    estimator = model or CloseProbabilityModel()
+    if derived and estimator.stage_history is None:
+        estimator.set_params(stage_history=False)
+    estimator.fit(train, train["label_won"].to_numpy())
     y = test["label_won"].cast(pl.Int8).to_numpy()
     scores: dict[str, np.ndarray] = {}
     if test.height:
         scores["model"] = estimator.predict_proba(test)[:, 1]
-        rates = stage_win_rates(train)
         overall = float(train["label_won"].cast(pl.Float64).to_numpy().mean())
+        rates = {} if derived else stage_win_rates(train)
         scores["stage_rates"] = np.array([rates.get(s, overall) for s in test["stage"]])
         crm = test["stage_probability"].to_numpy()
-        if not np.isnan(crm.astype(float)).any():
+        if not derived and not np.isnan(crm.astype(float)).any():
             scores["crm"] = crm.astype(float)
         if truth is not None:
             joined = (
@@ -90,6 +100,12 @@ def evaluate_close_probability(
         "calibration": estimator.calibration_,
         "fallback": estimator.fallback_,
         "model_weight": estimator.model_weight_,
+        "baseline": (
+            "overall win rate (no stage history: stage rates would be the first stage's only)"
+            if derived
+            else "stage win rates"
+        ),
+        "features_dropped": describe_dropped(estimator.features_dropped_),
     }
     if "model" in scores:
         p = scores["model"]

@@ -25,8 +25,12 @@ from models.deals.dataset import (
     CATEGORICAL_FEATURES,
     FEATURES,
     NUMERIC_FEATURES,
+    STAGE_DEPENDENT,
     booster_matrix,
     category_levels,
+    complete_features,
+    select_features,
+    stage_history_known,
 )
 
 __all__ = [
@@ -58,6 +62,14 @@ DERIVED_FEATURES: tuple[str, ...] = (
 - ``days_expected_after_month_end``: ``days_to_expected_close - days_left_in_month``: how far
   past the end of this month the deal is expected to close (negative: within this month).
 """
+
+
+_STAGE_DEPENDENT: tuple[str, ...] = (
+    *STAGE_DEPENDENT,
+    "expected_close_month_offset",
+    "days_expected_after_month_end",
+)
+"""Left out when the stage history is derived (the expected close date is the latest one)."""
 
 
 def _month_index(col: pl.Expr) -> pl.Expr:
@@ -103,12 +115,12 @@ def timing_training_set(
     Returns
     -------
     X : DataFrame
-        ``deal_id`` (when present: the calibration hold-out is split by deal) and
-        ``TIMING_INPUTS`` of the rows with ``label_won`` true.
+        ``deal_id`` (when present: the calibration hold-out is split by deal) and the
+        ``TIMING_INPUTS`` present, of the rows with ``label_won`` true.
     y : ndarray of int64
         Their timing classes.
     """
-    missing = [c for c in (*TIMING_INPUTS, "label_won", "label_closed_at") if c not in labelled]
+    missing = [c for c in ("as_of", "label_won", "label_closed_at") if c not in labelled]
     if missing:
         raise ValueError(
             f"timing_training_set: the frame lacks column(s) {', '.join(missing)}: pass rows of "
@@ -193,6 +205,12 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
     ``n / (n + shrink_rows)``. With fewer than ``min_rows`` training rows no booster is fitted at
     all (``fallback_`` is True) and the per-stage distribution is the prediction.
 
+    Features absent from the training rows, entirely null or constant are left out
+    (``feature_names_in_model_``/``features_used_``, ``features_dropped_`` with the reason),
+    and so are the stage-dependent ones (and the calendar features built from the expected
+    close date) when the stage history is not known: then the per-stage distribution is the
+    pooled one.
+
     The per-stage distribution is smoothed: ``(n_stage,c + prior_strength * pooled_c) /
     (n_stage + prior_strength)``, ``pooled_c`` the Laplace-smoothed share of class ``c`` over all
     rows; every class therefore gets some probability even if it never occurs in training.
@@ -217,6 +235,9 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
         Passed to ``HistGradientBoostingClassifier``.
     random_state : int
         Seed of the booster.
+    stage_history : bool or None
+        Whether the stage of a past snapshot is known (False for a derived history). None
+        decides from the rows (``models.deals.dataset.stage_history_known``).
 
     Attributes
     ----------
@@ -262,7 +283,9 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
         min_samples_leaf: int = 40,
         l2_regularization: float = 1.0,
         random_state: int = 0,
+        stage_history: bool | None = None,
     ) -> None:
+        self.stage_history = stage_history
         self.max_months = max_months
         self.min_rows = min_rows
         self.shrink_rows = shrink_rows
@@ -294,7 +317,13 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
                 "min_rows, shrink_rows and prior_strength must be >= 0, got "
                 f"{self.min_rows}, {self.shrink_rows}, {self.prior_strength}"
             )
-        frame = self._check_columns(_as_polars(X))
+        raw_frame = self._check_columns(_as_polars(X))
+        absent = tuple(c for c in FEATURES if c not in raw_frame.columns)
+        frame = complete_features(raw_frame)
+        known = (
+            stage_history_known(frame) if self.stage_history is None else bool(self.stage_history)
+        )
+        self.stage_history_known_ = known
         target = np.asarray(y)
         if target.ndim != 1 or len(target) != frame.height:
             raise ValueError(
@@ -318,11 +347,19 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
         self.n_rows_ = frame.height
         self._fit_stage_distribution(frame, target)
 
-        self.fallback_ = frame.height < self.min_rows or len(np.unique(target)) < 2
         self.booster_: HistGradientBoostingClassifier | None = None
         self.blend_weight_ = 0.0
         self.categories_ = category_levels(frame)
-        self.feature_names_in_model_ = (*NUMERIC_FEATURES, *DERIVED_FEATURES, *CATEGORICAL_FEATURES)
+        used, self.features_dropped_ = select_features(
+            _with_derived(frame.select(TIMING_INPUTS)),
+            (*NUMERIC_FEATURES, *DERIVED_FEATURES, *CATEGORICAL_FEATURES),
+            stage_known=known,
+            absent=absent,
+            stage_dependent=_STAGE_DEPENDENT,
+        )
+        self.feature_names_in_model_: tuple[str, ...] = used
+        self.features_used_ = used
+        self.fallback_ = frame.height < self.min_rows or len(np.unique(target)) < 2 or not used
         self.temperature_ = 1.0
         if not self.fallback_:
             matrix = self._matrix(frame)
@@ -363,7 +400,14 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
         if late.sum() < 20 or (~late).sum() < 20 or len(np.unique(target[~late])) < 2:
             self.blend_weight_ = frame.height / (frame.height + self.shrink_rows)
             return
-        early = CloseTimingModel(**{**self.get_params(), "calibrate": False, "shrink_rows": 0.0})
+        early = CloseTimingModel(
+            **{
+                **self.get_params(),
+                "calibrate": False,
+                "shrink_rows": 0.0,
+                "stage_history": self.stage_history_known_,
+            }
+        )
         early.fit(frame.filter(pl.Series(~late)), target[~late])
         held = frame.filter(pl.Series(late))
         booster = early.predict_proba(held)
@@ -384,8 +428,12 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
         counts = np.bincount(target, minlength=n_classes).astype(float)
         self.pooled_distribution_ = (counts + 1.0) / (counts.sum() + n_classes)
         cols = [f"p_{k}" for k in range(n_classes)]
+        # without a stage history the stage of a past snapshot is unknown: one pooled group
+        stages = frame["stage"].cast(pl.String)
+        if not self.stage_history_known_:
+            stages = pl.Series("stage", [None] * frame.height, dtype=pl.String)
         per_stage = (
-            pl.DataFrame({"stage": frame["stage"].cast(pl.String), "_c": target})
+            pl.DataFrame({"stage": stages, "_c": target})
             .group_by("stage")
             .agg([(pl.col("_c") == k).sum().cast(pl.Float64).alias(c) for k, c in enumerate(cols)])
             .with_columns(pl.sum_horizontal(cols).alias("_n"))
@@ -422,6 +470,11 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
 
     def _stage_proba(self, frame: pl.DataFrame) -> np.ndarray:
         cols = [f"p_{k}" for k in range(len(self.classes_))]
+        if not getattr(self, "stage_history_known_", True) or "stage" not in frame.columns:
+            pooled_rows = np.tile(self.pooled_distribution_, (frame.height, 1))
+            if "stage" not in frame.columns or self.stage_distribution_.height == 0:
+                return pooled_rows
+            frame = frame.select(pl.lit(None, dtype=pl.String).alias("stage"))
         joined = (
             frame.select(pl.col("stage").cast(pl.String))
             .with_row_index("_row")
@@ -435,7 +488,7 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
 
     # -- helpers ---------------------------------------------------------------------------
     def _check_columns(self, frame: pl.DataFrame) -> pl.DataFrame:
-        missing = [c for c in TIMING_INPUTS if c not in frame.columns]
+        missing = [c for c in ("as_of",) if c not in frame.columns]
         if missing:
             raise ValueError(
                 f"CloseTimingModel: X lacks column(s) {', '.join(missing)}: pass snapshot_features "
@@ -445,12 +498,15 @@ class CloseTimingModel(ClassifierMixin, BaseEstimator):
 
     def _categorical_mask(self) -> np.ndarray:
         names = self.feature_names_in_model_
-        return np.array([n in CATEGORICAL_FEATURES for n in names])
+        numeric = [n for n in names if n not in CATEGORICAL_FEATURES]
+        return np.array([False] * len(numeric) + [True] * (len(names) - len(numeric)), dtype=bool)
 
     def _matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        names = self.feature_names_in_model_
         matrix, _ = booster_matrix(
-            _with_derived(frame.select(TIMING_INPUTS)),
-            numeric=(*NUMERIC_FEATURES, *DERIVED_FEATURES),
+            _with_derived(complete_features(frame).select(TIMING_INPUTS)),
+            numeric=tuple(n for n in names if n not in CATEGORICAL_FEATURES),
             levels=self.categories_,
+            categorical=tuple(n for n in names if n in CATEGORICAL_FEATURES),
         )
         return matrix

@@ -9,7 +9,11 @@ origin's own month).
 - :func:`seasonal_naive` — the bookings of the same month a year before;
 - :func:`run_rate` — the mean bookings of the last 3 complete months;
 - :func:`stage_weighted` — the classic weighted pipeline: open amount × stage probability,
-  placed in the month of the deal's expected close date.
+  placed in the month of the deal's expected close date (or, without one, of the close date
+  the deal's stage historically leads to: :func:`close_date_estimates`).
+
+A baseline without a basis at an origin forecasts null ("not applicable"), never a made-up 0:
+seasonal naive for a month whose year-ago month is before the first booked month.
 
 The Prophet-only baseline lives with the new-business model (``models.forecast.newbiz``).
 """
@@ -32,6 +36,9 @@ __all__ = [
     "seasonal_naive",
     "run_rate",
     "stage_weighted",
+    "close_date_estimates",
+    "with_close_dates",
+    "first_booked_month",
     "RUN_RATE_MONTHS",
 ]
 
@@ -179,6 +186,18 @@ def _known_series(series: pl.DataFrame, origin: date) -> pl.DataFrame:
     return series.filter(pl.col("month") < origin)
 
 
+def first_booked_month(series: pl.DataFrame, origin: date | datetime) -> date | None:
+    """The first month with bookings (any group) among the complete months before the origin's.
+
+    ``None`` when nothing was booked before it: a seasonal naive forecast has no basis then.
+    """
+    start = _month_start(origin)
+    _groups(series)
+    booked = _known_series(series, start).filter(pl.col("bookings") != 0)
+    first = booked["month"].min()
+    return first if isinstance(first, date) else None
+
+
 def seasonal_naive(
     series: pl.DataFrame, origin: date | datetime, horizons: Sequence[int]
 ) -> pl.DataFrame:
@@ -197,8 +216,10 @@ def seasonal_naive(
     Returns
     -------
     DataFrame
-        ``*groups, target_month, horizon, forecast``: null where the month a year before the
-        target is not in the series or not before the origin (``horizon >= 12``).
+        ``*groups, target_month, horizon, forecast``: null ("not applicable") where the month
+        a year before the target is not before the origin (``horizon >= 12``) or is before the
+        first month anything was booked (:func:`first_booked_month`): a CRM export's zero-filled
+        months before its first won deal are no history to repeat.
 
     Examples
     --------
@@ -207,7 +228,9 @@ def seasonal_naive(
     """
     start = _month_start(origin)
     groups = _groups(series)
-    known = _known_series(series, start).select(
+    first = first_booked_month(series, start)
+    known = _known_series(series, start)
+    known = known.filter(pl.lit(first is not None) & (pl.col("month") >= (first or start))).select(
         pl.col("month").dt.offset_by("1y").alias("target_month"),
         *groups,
         pl.col("bookings").cast(pl.Float64).alias("forecast"),
@@ -273,6 +296,95 @@ def _on_grid(series: pl.DataFrame, groups: list[str], horizons: pl.DataFrame) ->
 # -- weighted pipeline -------------------------------------------------------------------------
 
 
+def close_date_estimates(
+    history: DealHistory, as_of: datetime
+) -> tuple[pl.DataFrame, float | None]:
+    """How long deals took to be won, from what was known at ``as_of``.
+
+    Only deals won at or before ``as_of`` (their won row in the stage history) count, and only
+    stage-history rows up to ``as_of`` are read.
+
+    Returns
+    -------
+    (DataFrame, float or None)
+        ``stage, days_to_won``: per open stage, the median days from a deal's first entry into
+        it to its win; and the company-wide median days from creation to win (``None`` when
+        no deal had been won).
+    """
+    won = list(history.pipeline.names_of("won"))
+    rows = history.stage_history.filter(pl.col("changed_at") <= pl.lit(as_of).cast(TS))
+    won_at = (
+        rows.filter(pl.col("stage").is_in(won))
+        .group_by("deal_id")
+        .agg(pl.col("changed_at").min().alias("_won_at"))
+    )
+    day = 86_400_000_000  # microseconds
+    entered = (
+        rows.filter(~pl.col("stage").is_in(won))
+        .join(won_at, on="deal_id", how="inner")
+        .filter(pl.col("changed_at") <= pl.col("_won_at"))
+        .group_by("deal_id", "stage")
+        .agg(pl.col("changed_at").min(), pl.col("_won_at").first())
+    )
+    per_stage = (
+        entered.group_by("stage")
+        .agg(
+            ((pl.col("_won_at") - pl.col("changed_at")).dt.total_microseconds() / day)
+            .median()
+            .alias("days_to_won")
+        )
+        .sort("stage")
+        .collect()
+    )
+    cycle = (
+        history.deals.select("deal_id", "created_at")
+        .join(won_at, on="deal_id", how="inner")
+        .select(
+            ((pl.col("_won_at") - pl.col("created_at")).dt.total_microseconds() / day)
+            .clip(lower_bound=0)
+            .median()
+        )
+        .collect()
+        .item()
+    )
+    return per_stage, (float(cycle) if cycle is not None else None)
+
+
+def with_close_dates(
+    history: DealHistory, open_deals: pl.DataFrame, as_of: datetime
+) -> pl.DataFrame:
+    """``open_deals`` (``pipeline_as_of`` rows) with a missing ``expected_close_date`` estimated.
+
+    A deal without one is expected ``as_of`` + its stage's median days from entering the stage
+    to being won; for a stage no won deal had passed through, the company's median creation →
+    win cycle minus the deal's age (``deal_age_days``), never before ``as_of``'s day. Only deals
+    won by ``as_of`` are read; with none, the date stays missing. ``close_date_estimated`` says
+    which dates were estimated.
+    """
+    missing = pl.col("expected_close_date").is_null()
+    if open_deals.height == 0 or open_deals.filter(missing).height == 0:
+        return open_deals.with_columns(pl.lit(False).alias("close_date_estimated"))
+    per_stage, cycle = close_date_estimates(history, as_of)
+    fallback = (
+        (pl.lit(cycle) - pl.col("deal_age_days").cast(pl.Float64)).clip(lower_bound=0.0)
+        if cycle is not None
+        else pl.lit(None, dtype=pl.Float64)
+    )
+    days = pl.coalesce(pl.col("days_to_won"), fallback).round().cast(pl.Int64)
+    estimate = (pl.lit(as_of.date()) + pl.duration(days=days)).cast(pl.Date)
+    return (
+        open_deals.join(per_stage, on="stage", how="left")
+        .with_columns(
+            pl.when(missing)
+            .then(estimate)
+            .otherwise(pl.col("expected_close_date"))
+            .alias("expected_close_date"),
+            (missing & estimate.is_not_null()).alias("close_date_estimated"),
+        )
+        .drop("days_to_won")
+    )
+
+
 def stage_weighted(
     history: DealHistory,
     origin: date | datetime,
@@ -280,14 +392,17 @@ def stage_weighted(
     *,
     probability: Literal["crm", "hist"] = "crm",
     by: str | Sequence[str] | None = None,
+    with_deals: bool = False,
 ) -> pl.DataFrame:
     """The classic weighted pipeline as of the origin, by month of expected close.
 
     Each deal open just before the origin (``origin - 1 µs``, its stage, amount and expected
     close date as they were then) adds ``amount × stage probability`` to the month of its
     expected close date; a deal expected to close before the origin's month is past due and
-    counts in horizon 0. Deals without an expected close date, or expected after the last
-    requested horizon, add nothing.
+    counts in horizon 0. A deal without an expected close date is placed where its stage
+    historically leads (``with_close_dates``: the median days from entering the stage to
+    being won, among deals won before the origin; else the company's median sales cycle minus
+    the deal's age); deals expected after the last requested horizon add nothing.
 
     Parameters
     ----------
@@ -305,11 +420,16 @@ def stage_weighted(
     by : str or sequence of str, optional
         Dimensions of ``features.contract.DIMENSIONS``.
 
+    with_deals : bool
+        Add ``deals``: the open deals with a probability that weigh in each row. When it is 0
+        in every row, the forecast has no basis (no open deal in the months, or no stage
+        rate yet) and the backtest calls the method not applicable at that origin.
+
     Returns
     -------
     DataFrame
-        ``*by, target_month, horizon, forecast``: every group of the deals created before the
-        origin × every horizon, 0 where no open deal is expected.
+        ``*by, target_month, horizon, forecast[, deals]``: every group of the deals created
+        before the origin × every horizon, 0 where no open deal is expected.
 
     Examples
     --------
@@ -326,7 +446,8 @@ def stage_weighted(
         if unset:
             raise ValueError(
                 f"the pipeline config gives no probability for stage(s) {', '.join(unset)}: "
-                "add `probability = ...` to their [[stages]] or use probability='hist'"
+                "add `probability = ...` to their [[stages]] or use probability='hist' "
+                "(`dealcast backtest --stage-probability hist`)"
             )
         rates = config.frame().select("stage", pl.col("stage_probability").alias("_p"))
     else:
@@ -338,7 +459,7 @@ def stage_weighted(
     grid = _horizons(horizons, start)
     last = max(grid["horizon"].to_list(), default=-1)
     weighted = (
-        pipeline_as_of(history, as_of)
+        with_close_dates(history, pipeline_as_of(history, as_of), as_of)
         .join(rates, on="stage", how="left")
         .filter(pl.col("expected_close_date").is_not_null())
         .with_columns(
@@ -348,7 +469,10 @@ def stage_weighted(
         )
         .filter(pl.col("horizon") <= last)
         .group_by("horizon", *dims)
-        .agg((pl.col("amount") * pl.col("_p")).sum().alias("forecast"))
+        .agg(
+            (pl.col("amount") * pl.col("_p")).sum().alias("forecast"),
+            pl.col("_p").is_not_null().sum().cast(pl.Int64).alias("deals"),
+        )
     )
     if dims:
         grid = (
@@ -359,6 +483,8 @@ def stage_weighted(
         )
     return (
         grid.join(weighted, on=["horizon", *dims], how="left", nulls_equal=True)
-        .with_columns(pl.col("forecast").fill_null(0.0).cast(pl.Float64))
-        .select(*dims, *_FORECAST_SCHEMA)
+        .with_columns(
+            pl.col("forecast").fill_null(0.0).cast(pl.Float64), pl.col("deals").fill_null(0)
+        )
+        .select(*dims, *_FORECAST_SCHEMA, *(["deals"] if with_deals else []))
     )

@@ -1,7 +1,8 @@
 """The weighted pipeline as of any instant: classic (CRM or historical stage rates) and model.
 
 Each deal open at ``as_of`` (its stage, amount and expected close date as they were then) is
-placed in the month of its expected close date; a past-due deal counts in the as-of month.
+placed in the month of its expected close date (without one, the month its stage historically
+leads to); a past-due deal counts in the as-of month.
 Per month and group it adds ``amount × p`` for three probabilities side by side:
 
 - ``stage_weighted_crm`` — the stage probability of the pipeline config (what the CRM shows);
@@ -23,6 +24,7 @@ from features.calendar import Instant, check_dimensions
 from features.contract import DealHistory
 from features.kpis.pipeline import stage_win_rates
 from features.snapshots import as_of_frame, snapshot_features
+from models.forecast.baselines import with_close_dates
 from models.forecast.revenue import DealModels, deal_scores
 
 __all__ = ["WEIGHTED_METHODS", "weighted_pipeline"]
@@ -37,6 +39,7 @@ def weighted_pipeline(
     by: str | Sequence[str] | None = None,
     models: DealModels | None = None,
     rows: pl.DataFrame | None = None,
+    estimate_close_dates: bool = True,
 ) -> pl.DataFrame:
     """The open pipeline at ``as_of`` weighted three ways, by expected close month and group.
 
@@ -50,13 +53,19 @@ def weighted_pipeline(
         Fitted at or before ``as_of``; without them ``model_weighted`` is null.
     rows : DataFrame, optional
         ``snapshot_features`` rows at ``as_of`` when the caller already has them.
+    estimate_close_dates : bool
+        Place a deal without an expected close date in the month its stage historically leads
+        to (:func:`models.forecast.baselines.with_close_dates`: the median days from entering
+        the stage to being won among deals won by ``as_of``, else the company's median sales
+        cycle minus the deal's age). Only when no deal had been won does it stay undated.
 
     Returns
     -------
     DataFrame
         ``*by, close_month, deals, amount, stage_weighted_crm, stage_weighted_hist,
-        model_weighted``; ``close_month`` null for deals without an expected close date (they
-        are listed, and weigh in no month). Sorted by group and month.
+        model_weighted``; ``close_month`` null for deals without an expected close date that
+        none could be estimated for (or all of them with ``estimate_close_dates=False``): they
+        are listed, and weigh in no month. Sorted by group and month.
     """
     moment = as_of
     dims = check_dimensions(by)
@@ -66,6 +75,8 @@ def weighted_pipeline(
             f"{moment:%Y-%m-%d}: refit them at the as_of"
         )
     open_rows = rows if rows is not None else snapshot_features(history, [moment]).collect()
+    if estimate_close_dates:
+        open_rows = with_close_dates(history, open_rows, moment).drop("close_date_estimated")
     rates = (
         stage_win_rates(history, as_of_frame([moment]))
         .select("stage", pl.col("stage_win_rate_hist").alias("_hist"))

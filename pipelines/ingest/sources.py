@@ -6,7 +6,9 @@
 - ``flat``: one "one row per opportunity" report. Columns are found by ``--map`` or by
   their canonical names (any case: ``Deal ID`` is ``deal_id``); a single "Close Date"
   maps to the ``close_date`` target (close date of won/lost deals, expected close date of
-  open ones). Unmapped columns are listed in a warning and not stored.
+  open ones). Unmapped columns are listed in a warning and not stored. Columns of the
+  ``reps`` table may be mapped too (``--map reps.team=Manager``): the reps table is then
+  built from the deal rows, one rep per owner (see :func:`reps_from_deal_rows`).
 - ``hubspot``: a HubSpot deals export (see :data:`HUBSPOT_COLUMNS`), checked by the
   shipped ``hubspot.toml`` pipeline unless ``--pipeline`` is given.
 - ``salesforce``: see :mod:`pipelines.ingest.salesforce`.
@@ -29,7 +31,7 @@ from features.contract import REQUIRED, SCHEMAS, PipelineConfig
 from pipelines.ingest.checks import plural
 from pipelines.ingest.errors import IngestError
 from pipelines.ingest.mapping import CLOSE_DATE, ColumnMap, RawTable, select_columns
-from pipelines.ingest.reading import is_table_file, read_file
+from pipelines.ingest.reading import ROW, SourceFile, is_table_file, read_file
 from pipelines.ingest.stages import load_pipeline
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "read_canonical",
     "read_flat",
     "read_hubspot",
+    "reps_from_deal_rows",
     "shipped_pipeline",
     "single_file",
 ]
@@ -164,18 +167,81 @@ def single_file(sources: Sequence[Path], what: str) -> Path:
 def read_flat(sources: Sequence[Path], mapping: ColumnMap, pipeline_path: Path | None) -> Bundle:
     """A one-row-per-opportunity export, columns by ``--map`` or by canonical names."""
     path = single_file(sources, "--source-format flat")
+    others = sorted(set(mapping.columns) - {"deals", "reps"})
+    if others:
+        raise IngestError(
+            f"--source-format flat reads one row per deal: --map may name columns of deals and "
+            f"reps (e.g. --map reps.team=Manager), not of {', '.join(others)}; ingest those "
+            "tables with --source-format canonical"
+        )
     source = read_file(path, required=True)
     raw = select_columns(
         source, "deals", explicit=mapping.for_table("deals"), required=_DEALS_REQUIRED
     )
-    others = sorted(set(mapping.columns) - {"deals"})
-    if others:
-        raise IngestError(
-            f"--source-format flat reads deals only, but --map names {', '.join(others)} columns"
-        )
+    tables = {"deals": raw}
+    warnings: list[str] = []
+    rep_columns = mapping.for_table("reps")
+    if rep_columns:
+        tables["reps"], conflicts = reps_from_deal_rows(source, raw, rep_columns)
+        warnings += conflicts
     pipeline, origin = load_pipeline(pipeline_path, path.parent)
-    warnings = _unmapped(raw)
-    return Bundle({"deals": raw}, pipeline, origin, warnings=warnings, sources=[str(path)])
+    warnings = _unmapped(raw, ignore=tuple(rep_columns.values())) + warnings
+    return Bundle(tables, pipeline, origin, warnings=warnings, sources=[str(path)])
+
+
+def reps_from_deal_rows(
+    source: SourceFile, deals: RawTable, columns: dict[str, str]
+) -> tuple[RawTable, list[str]]:
+    """The reps table of a flat export: one row per owner, from the deal rows it owns.
+
+    ``columns`` maps canonical ``reps`` columns (``team``, ``manager_id``, ``region``,
+    ``name``, ``hired_at``) to source columns; ``owner_id`` is the deals' owner column unless
+    mapped too. Each owner gets, per column, the most frequent non-empty value on its rows
+    (ties: the value of its latest row in the file); owners seen with several values are
+    reported in a warning, one per column, not rejected. Rows without an owner add no rep
+    (the deal itself is quarantined). A rep's ``_row`` is its first row in the file, so its
+    quarantine lines point at a real row. Values are validated like any reps table.
+    """
+    explicit = {"owner_id": deals.origin["owner_id"], **columns}
+    raw = select_columns(source, "reps", explicit=explicit, auto=False, required=("owner_id",))
+    rows = raw.frame.filter(pl.col("owner_id").is_not_null())
+    reps = rows.group_by("owner_id").agg(pl.col(ROW).min()).sort(ROW)
+    warnings: list[str] = []
+    for target in (t for t in raw.frame.columns if t not in (ROW, "owner_id")):
+        seen = (
+            rows.filter(pl.col(target).is_not_null())
+            .group_by("owner_id", target)
+            .agg(pl.len().alias("_n"), pl.col(ROW).max().alias("_last"))
+            .sort(["owner_id", "_n", "_last"], descending=[False, True, True])
+        )
+        reps = reps.join(
+            seen.group_by("owner_id", maintain_order=True).agg(pl.col(target).first()),
+            on="owner_id",
+            how="left",
+        )
+        warnings += _rep_conflicts(seen, target, raw.column_label(target), source.label)
+    frame = reps.select(raw.frame.columns)
+    return RawTable("reps", source, frame, raw.origin, raw.probability_scale), warnings
+
+
+def _rep_conflicts(seen: pl.DataFrame, target: str, column: str, label: str) -> list[str]:
+    """A warning naming the owners whose rows disagree on ``target`` (none if they agree)."""
+    several = seen.filter(pl.len().over("owner_id") > 1)
+    if several.is_empty():
+        return []
+    owners = several.get_column("owner_id").unique(maintain_order=True).to_list()
+    examples = []
+    for owner in owners[:3]:
+        values = several.filter(pl.col("owner_id") == owner)
+        shown = ", ".join(f"{v!r} x{n}" for v, n in values.select(target, "_n").rows())
+        examples.append(f"{owner!r}: {shown}")
+    more = f" and {len(owners) - 3} more" if len(owners) > 3 else ""
+    return [
+        f"{label}: {plural(len(owners), 'owner')} seen with several {column!r} values "
+        f"(reps.{target}); each keeps its most frequent one (ties: its latest row): "
+        + "; ".join(examples)
+        + more
+    ]
 
 
 def _unmapped(raw: RawTable, ignore: Sequence[str] = ()) -> list[str]:

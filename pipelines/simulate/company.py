@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
@@ -15,12 +16,13 @@ from pipelines.simulate.anomalies import plan_anomalies
 from pipelines.simulate.clock import Clock
 from pipelines.simulate.config import SimConfig
 from pipelines.simulate.demand import Deals, create_deals
-from pipelines.simulate.funnel import Funnel, run_funnel
+from pipelines.simulate.funnel import Funnel, run_funnel, win_shift_time
 from pipelines.simulate.history import FORECAST_CATEGORIES, History, build_history
 from pipelines.simulate.org import build_org
 from pipelines.simulate.targets import build_targets
 from pipelines.simulate.truth import weekly_truth
 from pipelines.simulate.world import (
+    DAY,
     DEAL_TYPES,
     LOST_REASONS,
     PRODUCTS,
@@ -140,13 +142,43 @@ def simulate_company(config: SimConfig, *, show_progress: bool = False) -> Simul
         step("truth and targets")
         truth = {
             "truth_probabilities": weekly_truth(clock, deals, funnel, deal_ids),
-            "truth_anomalies": plan.table(clock, org),
+            "truth_anomalies": _with_regime(plan.table(clock, org), config, clock),
         }
         tables["reps"] = reps
-        tables["targets"] = build_targets(clock, org, deals, funnel, reps)
+        tables["targets"] = build_targets(clock, org, deals, funnel, reps, config)
         step("canonical tables")
         tables = {name: conform(tables[name], name).collect() for name in CANONICAL}
     return SimulatedCompany(tables=tables, truth=truth, pipeline=DEFAULT_PIPELINE)
+
+
+def _with_regime(anomalies: pl.DataFrame, config: SimConfig, clock: Clock) -> pl.DataFrame:
+    """``truth_anomalies`` plus one row for a win-rate regime change (``win_shift_at``).
+
+    Its window runs from the change to the end of the history; ``magnitude`` is the shift of
+    the advance logit at every stage exit.
+    """
+    at = win_shift_time(config, clock)
+    if at is None:
+        return anomalies
+    start = clock.start + timedelta(days=at // DAY)
+    row = pl.DataFrame(
+        {
+            "anomaly_id": [f"anomaly-{anomalies.height + 1}"],
+            "kind": ["win_rate_regime"],
+            "metric": ["win_rate"],
+            "segment_type": ["company"],
+            "segment_id": ["company"],
+            "start": [start],
+            "end": [clock.end],
+            "magnitude": [float(config.win_shift_logit)],
+            "description": [
+                f"the win rate changes regime company-wide from {start.isoformat()}: advance "
+                f"logit {config.win_shift_logit:+} at every stage exit until the end"
+            ],
+        },
+        schema=anomalies.schema,
+    )
+    return pl.concat([anomalies, row])
 
 
 def _deals_table(

@@ -22,6 +22,7 @@ from pipelines.simulate.world import (
     OFFICE_START_UTC_H,
     PRODUCT_AMOUNT,
     PRODUCT_SHARE_BY_SEGMENT,
+    REP_LOAD_FOR_SCALING,
     SEGMENT_AMOUNT,
     SEGMENT_SHARE,
     SOURCE_INTENT,
@@ -58,13 +59,40 @@ class Deals:
         return int(self.account.max()) + 1 if self.size else 0
 
 
+def rep_load(config: SimConfig) -> float:
+    """A rep's creation rate relative to today's company (1.0 by default)."""
+    return config.deals_per_rep_month / REP_LOAD_FOR_SCALING
+
+
+def creation_trend(config: SimConfig, clock: Clock) -> np.ndarray | None:
+    """Multiplier of deal creation per history month (``None``: flat, today's company).
+
+    Falls linearly by ``creation_decline`` from the first month to the last one that creates
+    deals, and is 0 in the last ``creation_stop_months`` months.
+    """
+    if config.creation_decline == 0.0 and config.creation_stop_months == 0:
+        return None
+    active = clock.months - config.creation_stop_months
+    trend = np.zeros(clock.months)
+    trend[:active] = 1.0 - config.creation_decline * np.arange(active) / max(active - 1, 1)
+    return trend
+
+
 def creation_weights(
-    clock: Clock, org: Org, plan: AnomalyPlan, *, months: int | None = None
+    clock: Clock,
+    org: Org,
+    plan: AnomalyPlan,
+    *,
+    months: int | None = None,
+    load: float = 1.0,
+    trend: np.ndarray | None = None,
 ) -> np.ndarray:
     """Expected new deals per ``[rep, month]``: load × ramp × growth × seasonality.
 
     ``months`` (default the history's) may run past the end of the history, up to the clock's
     extra months: a plan made before those months happen; anomalies never extend past the end.
+    ``load`` scales every rep's rate (:func:`rep_load`); ``trend`` (:func:`creation_trend`,
+    one value per history month) shapes creation over time.
     """
     n = clock.months if months is None else months
     starts = clock.month_starts[:n].astype(np.float64)
@@ -78,8 +106,11 @@ def creation_weights(
     anomaly = plan.creation_factor(clock, org)
     if n > clock.months:
         anomaly = np.pad(anomaly, ((0, 0), (0, n - clock.months)), constant_values=1.0)
+    if trend is not None:
+        anomaly = anomaly * np.pad(trend, (0, max(anomaly.shape[1] - trend.size, 0)))[None, :]
     return (
         DEALS_PER_REP_MONTH
+        * load
         * org.volume[:, None]
         * org.creation_factor(reps, mid)
         * growth
@@ -109,7 +140,9 @@ def office_time(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
 def create_deals(config: SimConfig, clock: Clock, org: Org, plan: AnomalyPlan) -> Deals:
     """Draw every deal of the history (its own random stream)."""
     rng = rng_for(config.seed, "demand")
-    weights = creation_weights(clock, org, plan)
+    weights = creation_weights(
+        clock, org, plan, load=rep_load(config), trend=creation_trend(config, clock)
+    )
     n = config.n_deals if config.n_deals is not None else round(float(weights.sum()))
     counts = rng.multinomial(n, (weights / weights.sum()).ravel())
     cell = np.repeat(np.arange(counts.size), counts)
@@ -126,7 +159,10 @@ def create_deals(config: SimConfig, clock: Clock, org: Org, plan: AnomalyPlan) -
     source = choose(rng, SOURCE_SHARE, n)
     deal_type = choose(rng, DEAL_TYPE_SHARE, n)
     noise = np.exp(rng.normal(-(AMOUNT_LOG_SD**2) / 2, AMOUNT_LOG_SD, n))
-    amount = np.round(PRODUCT_AMOUNT[product] * SEGMENT_AMOUNT[segment] * noise, -2)
+    base = PRODUCT_AMOUNT[product] * SEGMENT_AMOUNT[segment]
+    if config.amount_scale != 1.0:
+        base = base * config.amount_scale
+    amount = np.round(base * noise, -2)
     amount = np.maximum(amount, 100.0)
     intent = rng.normal(0.0, 1.0, n) + SOURCE_INTENT[source]
 

@@ -8,7 +8,9 @@ last two weeks. At the exit of stage k the deal advances with
     p_k = sigmoid(base_k + a_k·intent + rep skill/ramp at the exit + deal-type effect
                   + anomaly effects at the exit),
 
-else it is lost there; passing the last open stage is a win. Before each exit, the buyer's
+else it is lost there; passing the last open stage is a win. A win-rate regime change
+(``SimConfig.win_shift_at``) adds ``win_shift_logit`` to the advance logit of every exit from
+then on, so the truth below includes it. Before each exit, the buyer's
 mood shows (``cooling_from``: at most 14 days and 40% of the stage before the exit): most
 buyers about to say no cool down, a few about to say yes do too, and a cooling buyer goes
 quiet (fewer activities). From then on the mood is part of the simulator's state. So, for a
@@ -109,6 +111,14 @@ class Funnel:
         )
 
 
+def win_shift_time(config: SimConfig, clock: Clock) -> int | None:
+    """Simulator seconds of the win-rate regime change (the start of a month), if any."""
+    if config.win_shift_at is None:
+        return None
+    month = min(max(round(config.win_shift_at * clock.months), 1), clock.months - 1)
+    return int(clock.month_starts[month])
+
+
 def run_funnel(
     config: SimConfig, clock: Clock, org: Org, deals: Deals, plan: AnomalyPlan
 ) -> Funnel:
@@ -116,6 +126,8 @@ def run_funnel(
     rng = rng_for(config.seed, "funnel")
     n = deals.size
     cycle = PRODUCT_CYCLE_DAYS[deals.product] / REFERENCE_CYCLE_DAYS * SEGMENT_CYCLE[deals.segment]
+    if config.cycle_scale != 1.0:
+        cycle = cycle * config.cycle_scale
     typical = STAGE_MEAN_DAYS[None, :] * cycle[:, None]
     mean = CYCLE_STRETCH * typical * np.exp(-INTENT_SPEED * deals.intent)[:, None]
     days = np.maximum(rng.gamma(STAGE_SHAPE, mean / STAGE_SHAPE), MIN_STAGE_DAYS)
@@ -145,9 +157,12 @@ def run_funnel(
         + STAGE_INTENT[None, :] * deals.intent[:, None]
         + DEAL_TYPE_LOGIT[deals.deal_type][:, None]
     )
+    shift_at = win_shift_time(config, clock)
     for k in range(N_OPEN):
         logit[:, k] += org.win_logit(deals.owner, exits[:, k].astype(np.float64))
         logit[:, k] += plan.exit_logit(k, deals.region, exits[:, k])
+        if shift_at is not None:
+            logit[:, k] += np.where(exits[:, k] >= shift_at, config.win_shift_logit, 0.0)
     p = sigmoid(logit)
     passed = rng.random((n, N_OPEN)) < p
     cooling = rng.random((n, N_OPEN)) < np.where(passed, COOLING_IF_PASSED, COOLING_IF_LOST)

@@ -20,7 +20,6 @@ from pipelines.simulate.world import (
     RAMP_WIN_LOGIT,
     REGION_SHARE,
     REGIONS,
-    REP_LOAD_FOR_SCALING,
     SKILL_SD,
     TEAM_SIZE,
     VOLUME_SD,
@@ -113,10 +112,10 @@ def _team_regions(n_teams: int) -> np.ndarray:
 
 
 def rep_count(config: SimConfig) -> int:
-    """30 reps by default; otherwise enough reps for ~10 deals per rep-month."""
+    """30 reps by default; otherwise enough reps for ``deals_per_rep_month`` (~10) each."""
     if config.n_deals is None:
         return DEFAULT_REPS
-    return max(5, round(config.n_deals / (config.months * REP_LOAD_FOR_SCALING)))
+    return max(5, round(config.n_deals / (config.months * config.deals_per_rep_month)))
 
 
 def build_org(config: SimConfig, clock: Clock) -> Org:

@@ -7,7 +7,8 @@ import polars as pl
 
 from pipelines.simulate.anomalies import AnomalyPlan
 from pipelines.simulate.clock import Clock
-from pipelines.simulate.demand import Deals, creation_weights
+from pipelines.simulate.config import SimConfig
+from pipelines.simulate.demand import Deals, creation_weights, rep_load
 from pipelines.simulate.funnel import Funnel
 from pipelines.simulate.org import Org
 from pipelines.simulate.world import (
@@ -21,7 +22,12 @@ __all__: list[str] = []  # internal to pipelines.simulate
 
 
 def build_targets(
-    clock: Clock, org: Org, deals: Deals, funnel: Funnel, reps: pl.DataFrame
+    clock: Clock,
+    org: Org,
+    deals: Deals,
+    funnel: Funnel,
+    reps: pl.DataFrame,
+    config: SimConfig | None = None,
 ) -> pl.DataFrame:
     """The ``targets`` table: ``period, scope_type, scope_id, amount``.
 
@@ -30,11 +36,17 @@ def build_targets(
     company's expected value per new deal, shaped for the quarter-end, times a bit of ambition.
     Team, region and company targets are the sums of their reps'. The plan runs
     ``TARGET_MONTHS_AHEAD`` months past the end of the history, as a real one would: the months
-    being forecast have targets.
+    being forecast have targets. With a ``config``, the plan knows the reps' load and the lag
+    follows the cycle (``cycle_scale``); it never foresees a creation decline
+    (``creation_decline``, ``creation_stop_months``), as a plan made before it would not.
     """
     months = clock.months + TARGET_MONTHS_AHEAD
-    planned = creation_weights(clock, org, AnomalyPlan(), months=months)
-    lagged = planned[:, np.maximum(np.arange(months) - TARGET_LAG_MONTHS, 0)]
+    load, lag = 1.0, TARGET_LAG_MONTHS
+    if config is not None:
+        load = rep_load(config)
+        lag = max(0, round(TARGET_LAG_MONTHS * config.cycle_scale))
+    planned = creation_weights(clock, org, AnomalyPlan(), months=months, load=load)
+    lagged = planned[:, np.maximum(np.arange(months) - lag, 0)]
     value = float(np.mean(np.prod(funnel.p, axis=1) * deals.amount)) if deals.size else 0.0
     shape = TARGET_QUARTER_SHAPE[(clock.calendar_month[:months] - 1) % 3]
     amount = np.round(lagged * value * shape[None, :] * TARGET_AMBITION, -3)

@@ -24,13 +24,18 @@ def write_company(
 
     Writes ``deals, stage_history, activities, reps, targets, truth_probabilities,
     truth_anomalies`` as ``<name>.parquet`` or ``<name>.csv`` (timestamps ISO-8601 UTC), and
-    ``pipeline.toml``. The same company always gives byte-identical files.
+    ``pipeline.toml``; a canonical table missing from ``company.tables`` (an export profile
+    without it, :func:`pipelines.simulate.exports.export_company`) is not written. The same
+    company always gives byte-identical files.
     """
     if file_format not in ("parquet", "csv"):
         raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = {**{n: company.tables[n] for n in CANONICAL}, **{n: company.truth[n] for n in TRUTH}}
+    frames = {
+        **{n: company.tables[n] for n in CANONICAL if n in company.tables},
+        **{n: company.truth[n] for n in TRUTH},
+    }
     paths = []
     for name, frame in frames.items():
         path = out / f"{name}.{file_format}"

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from features.contract import DEFAULT_PIPELINE, DealHistory, PipelineConfig, Stage
-from models.forecast.baselines import monthly_bookings, run_rate, seasonal_naive, stage_weighted
+from models.forecast.baselines import (
+    close_date_estimates,
+    first_booked_month,
+    monthly_bookings,
+    run_rate,
+    seasonal_naive,
+    stage_weighted,
+)
 from tests.features.history_strategies import Raw, future_edits, raw_histories
 from tests.models.tiny_history import stage_row, tiny_history
 
@@ -342,3 +349,105 @@ def test_rows_at_or_after_the_origin_change_no_baseline(
         _all_baselines(raw, origin), _all_baselines(edited, origin), strict=True
     ):
         assert_frame_equal(before, after)
+
+
+# -- no basis, no expected close dates (a real CRM export) -------------------------------------
+
+
+def undated_history() -> DealHistory:
+    """Deals only (no stage history, no expected close date): won W1 2024-01-01 → 03-01 (60
+    days), W2 02-01 → 05-01 (90 days), W3 03-01 → 04-30 (60 days): median cycle 60 days.
+    Open just before 2024-06-01: O1 Qualification 1000 created 2024-05-20; O2 Negotiation
+    2000 created 2024-05-01 (31 days old); O3 Proposal 400, stale, created 2023-06-01.
+    A stale lost deal L1 created 2023-01-01 (lost 2023-02-01) starts the history."""
+    deals = pl.DataFrame(
+        {
+            "deal_id": ["W1", "W2", "W3", "O1", "O2", "O3", "L1"],
+            "created_at": [
+                ts(2024, 1, 1),
+                ts(2024, 2, 1),
+                ts(2024, 3, 1),
+                ts(2024, 5, 20),
+                ts(2024, 5, 1),
+                ts(2023, 6, 1),
+                ts(2023, 1, 1),
+            ],
+            "closed_at": [ts(2024, 3, 1), ts(2024, 5, 1), ts(2024, 4, 30), None, None, None]
+            + [ts(2023, 2, 1)],
+            "stage": [WON, WON, WON, "Qualification", "Negotiation", "Proposal", LOST],
+            "amount": [100.0, 200.0, 300.0, 1000.0, 2000.0, 400.0, 50.0],
+            "owner_id": ["o1"] * 7,
+        }
+    )
+    return DealHistory.from_frames(deals=deals)
+
+
+def test_stage_weighted_places_undated_deals_by_their_stage_time_to_close() -> None:
+    origin = date(2024, 6, 1)
+    out = stage_weighted(undated_history(), origin, range(4), probability="crm")
+    # O1 (Qualification, the stage every won deal entered at creation): 2024-05-31 + 60 days
+    # = 2024-07-30, July (h1). O2 (Negotiation: no won deal passed it): the 60-day cycle minus
+    # its 31 days, 2024-06-29 (h0). O3 (stale): never before the origin month, so h0.
+    assert out.rows() == [
+        (date(2024, 6, 1), 0, pytest.approx(2000.0 * 0.8 + 400.0 * 0.6)),
+        (date(2024, 7, 1), 1, pytest.approx(1000.0 * 0.1)),
+        (date(2024, 8, 1), 2, 0.0),
+        (date(2024, 9, 1), 3, 0.0),
+    ]
+    assert out["forecast"].sum() > 0
+    with_deals = stage_weighted(undated_history(), origin, range(2), with_deals=True)
+    assert with_deals["deals"].to_list() == [2, 1]
+
+
+def test_close_date_estimates_read_only_deals_won_before() -> None:
+    history = undated_history()
+    per_stage, cycle = close_date_estimates(history, ts(2024, 6, 1) - timedelta(microseconds=1))
+    assert cycle == pytest.approx(60.0)
+    assert per_stage.rows() == [("Qualification", pytest.approx(60.0))]
+    # On April 1st only W1 (60 days) was won.
+    _, april = close_date_estimates(history, ts(2024, 4, 1))
+    assert april == pytest.approx(60.0)
+    # Before any win: nothing to estimate from, and undated deals stay out.
+    per_stage, none = close_date_estimates(history, ts(2024, 2, 1))
+    assert none is None and per_stage.is_empty()
+    early = stage_weighted(history, date(2024, 2, 1), range(2), with_deals=True)
+    assert early["deals"].to_list() == [0, 0]
+
+
+def test_seasonal_naive_is_not_applicable_before_the_first_booked_month() -> None:
+    # The stale lost deal makes the series start in January 2023, but nothing was booked
+    # before March 2024: a year-ago month before that is no basis (null), not a zero.
+    series = monthly_bookings(undated_history(), before=date(2025, 4, 1))
+    assert series["month"].min() == date(2023, 1, 1)
+    assert first_booked_month(series, date(2025, 4, 1)) == date(2024, 3, 1)
+    out = seasonal_naive(series, date(2025, 1, 1), range(5))
+    assert out["forecast"].to_list() == [None, None, 100.0, 300.0, 200.0]
+    assert first_booked_month(series, date(2024, 3, 1)) is None
+    assert seasonal_naive(series, date(2024, 3, 1), [0])["forecast"].to_list() == [None]
+
+
+def _undated(raw: Raw) -> Raw:
+    """``raw`` without any expected close date (close dates are then estimated)."""
+    out = raw.copy()
+    out.deals = [{**d, "expected_close_date": None} for d in out.deals]
+    out.history = [{**h, "expected_close_date": None} for h in out.history]
+    return out
+
+
+@FAST
+@given(data=st.data(), raw=raw_histories(), origin=st.sampled_from(ORIGINS))
+def test_rows_at_or_after_the_origin_change_no_estimated_close_date(
+    data: st.DataObject, raw: Raw, origin: date
+) -> None:
+    edited = data.draw(future_edits(raw, _just_before(origin)))
+    before, after = _undated(raw).to_history(), _undated(edited).to_history()
+    for probability in ("crm", "hist"):
+        assert_frame_equal(
+            stage_weighted(before, origin, range(3), probability=probability, with_deals=True),  # type: ignore[arg-type]
+            stage_weighted(after, origin, range(3), probability=probability, with_deals=True),  # type: ignore[arg-type]
+        )
+    moment = _just_before(origin)
+    assert_frame_equal(
+        close_date_estimates(before, moment)[0], close_date_estimates(after, moment)[0]
+    )
+    assert close_date_estimates(before, moment)[1] == close_date_estimates(after, moment)[1]

@@ -102,7 +102,7 @@ def _models(cutoff: datetime, p_won: float = 0.25) -> DealModels:
 
 
 def test_crm_weight_is_amount_times_config_probability_by_expected_close_month() -> None:
-    out = weighted_pipeline(weighted_history(), AS_OF)
+    out = weighted_pipeline(weighted_history(), AS_OF, estimate_close_dates=False)
     assert out.columns == [
         "close_month",
         "deals",
@@ -126,17 +126,21 @@ def test_crm_weight_is_amount_times_config_probability_by_expected_close_month()
 def test_past_due_deals_count_in_the_as_of_month() -> None:
     # As of 1 May, B (expected 20 May) is not due yet: May, with H4 (Negotiation 10, won on
     # 10 May). As of mid-June B is past due: June.
-    may = weighted_pipeline(weighted_history(), instant(date(2025, 5, 1)))
+    may = weighted_pipeline(
+        weighted_history(), instant(date(2025, 5, 1)), estimate_close_dates=False
+    )
     assert may.select("close_month", "deals", "amount", "stage_weighted_crm").row(0) == (
         date(2025, 5, 1),
         2,
         2010.0,
         pytest.approx(2000.0 * 0.6 + 10.0 * 0.8),
     )
-    june = weighted_pipeline(weighted_history(), AS_OF)
+    june = weighted_pipeline(weighted_history(), AS_OF, estimate_close_dates=False)
     assert june["close_month"].min() == JUN
     # As of 1 October every dated deal open then (A, B, C, E, F) is past due: all in October.
-    october = weighted_pipeline(weighted_history(), instant(date(2025, 10, 1)))
+    october = weighted_pipeline(
+        weighted_history(), instant(date(2025, 10, 1)), estimate_close_dates=False
+    )
     assert october.select("close_month", "deals", "amount").rows() == [
         (date(2025, 10, 1), 5, 5000.0 + 2000.0 + 500.0 + 800.0 + 900.0),
         (None, 1, 3000.0),
@@ -144,7 +148,7 @@ def test_past_due_deals_count_in_the_as_of_month() -> None:
 
 
 def test_deals_without_expected_close_date_sit_in_the_null_month_last() -> None:
-    out = weighted_pipeline(weighted_history(), AS_OF)
+    out = weighted_pipeline(weighted_history(), AS_OF, estimate_close_dates=False)
     undated = out.filter(pl.col("close_month").is_null())
     assert undated.height == 1 and out.row(-1) == undated.row(0)
     assert undated.row(0, named=True) == {
@@ -158,14 +162,16 @@ def test_deals_without_expected_close_date_sit_in_the_null_month_last() -> None:
 
 
 def test_hist_weight_uses_win_rates_known_at_the_as_of() -> None:
-    out = weighted_pipeline(weighted_history(), AS_OF)
+    out = weighted_pipeline(weighted_history(), AS_OF, estimate_close_dates=False)
     # Rates as of 2025-06-15: Qualification 1/2, Demo 1/3, Proposal 1/2, Negotiation 1,
     # Discovery unknown (E adds nothing). H3's win on 2025-07-01 is not known yet.
     assert out["stage_weighted_hist"].to_list() == pytest.approx(
         [2000.0 / 2 + 500.0 + 700.0, 1000.0 / 3, 0.0, 3000.0 / 2]
     )
     # On 2025-07-02 H3's win is known: Qualification 3/5, Demo 2/4, Negotiation 2/2.
-    later = weighted_pipeline(weighted_history(), instant(date(2025, 7, 2)))
+    later = weighted_pipeline(
+        weighted_history(), instant(date(2025, 7, 2)), estimate_close_dates=False
+    )
     # Open then: A (Negotiation 5000, June 30: past due), B, C, E, F (all past due except E).
     assert later.select("close_month", "stage_weighted_hist").rows() == [
         (JUL, pytest.approx(5000.0 + 2000.0 / 2 + 500.0 + 900.0)),
@@ -183,7 +189,7 @@ def test_a_bare_date_is_midnight_utc() -> None:
 
 def test_by_region_splits_the_total() -> None:
     history = weighted_history()
-    out = weighted_pipeline(history, AS_OF, by="region")
+    out = weighted_pipeline(history, AS_OF, by="region", estimate_close_dates=False)
     assert out.columns[:2] == ["region", "close_month"]
     assert out.select("region", "close_month", "deals", "stage_weighted_crm").rows() == [
         ("EU", JUN, 1, pytest.approx(1200.0)),
@@ -192,7 +198,7 @@ def test_by_region_splits_the_total() -> None:
         ("NA", JUN, 2, pytest.approx(960.0)),
         ("NA", AUG, 1, pytest.approx(160.0)),
     ]
-    total = weighted_pipeline(history, AS_OF)
+    total = weighted_pipeline(history, AS_OF, estimate_close_dates=False)
     summed = out.group_by("close_month").agg(pl.exclude("region", "model_weighted").sum())
     assert_frame_equal(
         summed.sort("close_month", nulls_last=True),
