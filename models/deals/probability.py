@@ -75,9 +75,15 @@ def stage_win_rates(frame: pl.DataFrame, *, prior: float | None = None) -> dict[
     """
     overall = float(frame["label_won"].cast(pl.Float64).to_numpy().mean()) if frame.height else 0.0
     base = overall if prior is None else prior
-    rates = frame.group_by("stage").agg(
-        ((pl.col("label_won").sum() + _PRIOR_STRENGTH * base) / (pl.len() + _PRIOR_STRENGTH)).alias(
-            "rate"
+    # a row whose stage is unknown (no history row yet) has no stage to be a rate of; a None
+    # key would also break the model's skops serialisation in MLflow
+    rates = (
+        frame.filter(pl.col("stage").is_not_null())
+        .group_by("stage")
+        .agg(
+            (
+                (pl.col("label_won").sum() + _PRIOR_STRENGTH * base) / (pl.len() + _PRIOR_STRENGTH)
+            ).alias("rate")
         )
     )
     return dict(zip(rates["stage"].to_list(), rates["rate"].to_list(), strict=True))

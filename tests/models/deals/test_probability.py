@@ -105,3 +105,18 @@ def test_time_split_keeps_each_deal_on_one_side(evaluation) -> None:  # noqa: AN
     parts = time_split(frame, calibrate_from=middle)
     assert set(parts.fit["deal_id"]).isdisjoint(parts.calibrate["deal_id"])
     assert parts.fit.height + parts.calibrate.height <= frame.height
+
+
+def test_stage_win_rates_ignore_rows_with_no_known_stage() -> None:
+    """A snapshot before a deal's first history row has a null stage: it is no stage of its
+    own, and a None key in ``stage_rates_`` broke the model's skops serialisation in MLflow
+    (seen on the enterprise company of bench/robustness.py)."""
+    from models.deals.probability import stage_win_rates
+
+    frame = pl.DataFrame(
+        {"stage": ["a", "a", None, "b"], "label_won": [True, False, True, False]},
+        schema={"stage": pl.String, "label_won": pl.Boolean},
+    )
+    rates = stage_win_rates(frame)
+    assert set(rates) == {"a", "b"}
+    assert rates["a"] > rates["b"]
