@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -23,21 +22,10 @@ from typer.testing import CliRunner
 import features.store as store_module
 from features.contract import DEFAULT_PIPELINE
 from features.store import Store, StoreWriteError
+from tests.features.test_store import _deals
 
 ROOT = Path(__file__).resolve().parents[2]
 DEALS = "deal_id,created_at,owner_id,stage,amount\n"
-
-
-def _deals(n: int) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "deal_id": [f"d{i}" for i in range(n)],
-            "created_at": [datetime(2024, 1, 1, tzinfo=UTC)] * n,
-            "owner_id": ["o"] * n,
-            "stage": ["Demo"] * n,
-            "amount": [float(i) for i in range(n)],
-        }
-    )
 
 
 def _source(folder: Path, n: int) -> Path:
