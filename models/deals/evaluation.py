@@ -11,6 +11,9 @@ known: every closed deal sits in the first open stage until it closes, so "stage
 would be the first stage's rate and the CRM probability the first stage's. The model then
 leaves the stage features out, the baseline is the overall win rate of the training rows
 (``baseline`` says which), and no CRM score is given.
+
+With ``tune`` the model's booster and calibration are first chosen by time-series CV on the
+training deals alone (``models.deals.tuning``); the held-out deals stay unseen until scored.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from features.snapshots import data_end
 from models import metrics
 from models.deals.dataset import describe_dropped, labelled_snapshots, time_split, weekly_grid
 from models.deals.probability import CloseProbabilityModel, stage_win_rates
+from models.deals.tuning import Tuning, describe_params, tune_close_probability
 
 __all__ = ["ProbabilityEvaluation", "evaluate_close_probability", "snapshot_grid"]
 
@@ -41,13 +45,17 @@ def snapshot_grid(history: DealHistory, *, end: datetime | None = None) -> list[
 
 @dataclass
 class ProbabilityEvaluation:
-    """The fitted model, its held-out scores and what it was compared with."""
+    """The fitted model, its held-out scores and what it was compared with.
+
+    ``tuning`` is the cross-validated choice of its parameters (None when not tuned).
+    """
 
     model: CloseProbabilityModel
     metrics: dict[str, float | int | str | None]
     reliability: dict[str, pl.DataFrame]
     test: pl.DataFrame = field(repr=False)
     train: pl.DataFrame = field(repr=False)
+    tuning: Tuning | None = None
 
 
 def evaluate_close_probability(
@@ -56,12 +64,16 @@ def evaluate_close_probability(
     truth: pl.LazyFrame | None = None,
     test_months: int = 9,
     model: CloseProbabilityModel | None = None,
+    tune: bool = False,
 ) -> ProbabilityEvaluation:
     """Fit on deals first seen before the last ``test_months`` months, score those after.
 
     Returns metrics with at least ``brier, auc, ece, log_loss, baseline_brier`` (stage win
     rates), ``crm_brier`` and, when ``truth`` (``deal_id, as_of, probability``) is given,
     ``oracle_brier`` and ``gap_closed`` = (baseline − model) / (baseline − oracle).
+    With ``tune``, ``model``'s parameters are first chosen on the training rows
+    (:func:`models.deals.tuning.tune_close_probability`; ``model`` is changed in place) and the
+    metrics add ``tuning`` (the reason) and ``tuned_params`` (what was set).
     """
     end = data_end(history)
     snaps = labelled_snapshots(history, snapshot_grid(history, end=end), cutoff=end)
@@ -71,6 +83,9 @@ def evaluate_close_probability(
     estimator = model or CloseProbabilityModel()
     if derived and estimator.stage_history is None:
         estimator.set_params(stage_history=False)
+    tuning = tune_close_probability(train, model=estimator) if tune else None
+    if tuning is not None:
+        estimator.set_params(**tuning.params)
     estimator.fit(train, train["label_won"].to_numpy())
     y = test["label_won"].cast(pl.Int8).to_numpy()
     scores: dict[str, np.ndarray] = {}
@@ -107,6 +122,8 @@ def evaluate_close_probability(
         ),
         "features_dropped": describe_dropped(estimator.features_dropped_),
     }
+    if tuning is not None:
+        result |= {"tuning": tuning.reason, "tuned_params": describe_params(tuning.params)}
     if "model" in scores:
         p = scores["model"]
         result |= {
@@ -116,6 +133,7 @@ def evaluate_close_probability(
             "ece": metrics.ece(y, p),
             "baseline_brier": metrics.brier(y, scores["stage_rates"]),
             "baseline_auc": metrics.auc(y, scores["stage_rates"]),
+            "baseline_ece": metrics.ece(y, scores["stage_rates"]),
         }
         if "crm" in scores:
             result["crm_brier"] = metrics.brier(y, scores["crm"])
@@ -135,4 +153,4 @@ def evaluate_close_probability(
         if scores
         else test
     )
-    return ProbabilityEvaluation(estimator, result, reliability, scored, train)
+    return ProbabilityEvaluation(estimator, result, reliability, scored, train, tuning)

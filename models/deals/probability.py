@@ -20,6 +20,8 @@ widening is off by default: on a 2,000-deal simulated company (24 months) the us
 one-sided, and a sigmoid fitted on the widened slice (462 rows, 10 won / 66 lost deals) raised
 the held-out Brier from 0.1557 (uncalibrated) to 0.161, worse than stage win rates (0.1602):
 the slice's win rate is biased low by that censoring. Cross-fitted there: 0.1564.
+``calibration="none"`` holds no slice out: the booster is fitted on every row and left
+uncalibrated (one of the choices ``models.deals.tuning`` scores per company).
 
 Features: a feature absent from the training rows, entirely null, or constant is left out
 (``features_used_``, ``features_dropped_`` with the reason; see
@@ -114,16 +116,19 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         Whether the stage of a past snapshot is known (False for a derived history: stage
         features are left out). None decides from the rows: known when some labelled row is
         past the first open stage (``models.deals.dataset.stage_history_known``).
-    calibration : {"sigmoid", "isotonic", "auto"}
+    calibration : {"sigmoid", "isotonic", "auto", "none"}
         Sigmoid by default: on the default simulated company isotonic calibration on the later
         slice raised the test Brier (0.141 vs 0.137). "auto" is isotonic with >= 2,000
-        calibration rows.
+        calibration rows; "none" fits the booster on every row, uncalibrated.
     min_closed_deals, shrink_deals : int
         Small-data thresholds (see the module docstring).
     learning_rate, max_iter, max_leaf_nodes, min_samples_leaf, l2_regularization : booster
         parameters of ``HistGradientBoostingClassifier``. A deal contributes many correlated
         snapshot rows, so leaves must be large: ``min_samples_leaf=None`` means
-        ``clip(rows / 150, 20, 300)``.
+        ``clip(rows / 150, 20, 300) × leaf_scale``.
+    leaf_scale : float
+        Multiplies that rule (the per-company tuning's regularised booster uses 3): a scale
+        rather than a number, so the leaf grows with the rows of each refit.
     random_state : int
     """
 
@@ -138,6 +143,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         max_iter: int = 200,
         max_leaf_nodes: int = 15,
         min_samples_leaf: int | None = None,
+        leaf_scale: float = 1.0,
         l2_regularization: float = 1.0,
         random_state: int = 0,
         min_calibration_deals: int = 1,
@@ -159,6 +165,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.max_leaf_nodes = max_leaf_nodes
         self.min_samples_leaf = min_samples_leaf
+        self.leaf_scale = leaf_scale
         self.l2_regularization = l2_regularization
         self.random_state = random_state
 
@@ -207,7 +214,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
             self.model_weight_ = 0.0
             return self
         self.model_weight_ = self.n_deals_ / (self.n_deals_ + self.shrink_deals)
-        cal_from = self._calibration_from(frame)
+        cal_from = None if self.calibration == "none" else self._calibration_from(frame)
         fit_part, cal_part = frame, frame.clear()
         if cal_from is not None:
             parts = time_split(frame, calibrate_from=cal_from)
@@ -229,7 +236,7 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
             min_samples_leaf=(
                 self.min_samples_leaf
                 if self.min_samples_leaf is not None
-                else int(np.clip(fit_part.height / 150, 20, 300))
+                else int(np.clip(fit_part.height / 150, 20, 300) * self.leaf_scale)
             ),
             l2_regularization=self.l2_regularization,
             categorical_features=self._design(fit_part.head(0))[1],
@@ -239,6 +246,9 @@ class CloseProbabilityModel(ClassifierMixin, BaseEstimator):
             random_state=self.random_state,
         ).fit(self._design(fit_part)[0], fit_part["label_won"].to_numpy())
         self.booster_ = booster
+        if self.calibration == "none":
+            self.estimator_ = booster
+            return self
         if cal_part.height == 0:
             return self._cross_fitted(booster, fit_part)
         method = self.calibration

@@ -16,6 +16,15 @@ independent (a bad quarter hits every deal), so each sample also shifts the log-
 deal by one common draw ``N(0, win_shock²)``; ``win_shock`` is learnt from how far each past
 month's realised win rate strayed from what the model predicted for it (:func:`win_shock`).
 
+Two sanity rules guard against what real CRM exports do to the models (both point in time,
+both reported in :attr:`RevenueForecast.notes`):
+
+- open deals older than the deals the company has ever won get at most the win rate such old
+  deals really had (:func:`stale_deal_cap`): the close-probability model never saw them (they
+  are never labelled) and extrapolated a large probability;
+- when deal creation has collapsed, new business is scaled down with it
+  (:func:`creation_ratio`): the new-business Prophet fits bookings, and bookings lag creation.
+
 Everything is point in time: :func:`fit_deal_models` sees only snapshots before ``cutoff`` and
 outcomes known at it; :func:`revenue_forecast` reads the pipeline as it was at ``as_of`` and
 refuses models fitted on later data.
@@ -48,10 +57,13 @@ from models.forecast.newbiz import NewBusinessForecaster, newbiz_history
 __all__ = [
     "DealModels",
     "RevenueForecast",
+    "StaleCap",
     "amount_ratios",
+    "creation_ratio",
     "deal_scores",
     "fit_deal_models",
     "revenue_forecast",
+    "stale_deal_cap",
     "training_rows",
     "win_shock",
 ]
@@ -64,6 +76,11 @@ TARGET_SCOPE: dict[str, str] = {"owner_id": "owner", "team": "team", "region": "
 
 
 # -- time helpers ------------------------------------------------------------------------------
+
+
+def _days(delta: pl.Expr) -> pl.Expr:
+    """A Duration expression in (fractional) days, as ``deal_age_days`` counts them."""
+    return delta.dt.total_microseconds().cast(pl.Float64) / 86_400_000_000
 
 
 def _months_between(a: date, b: date) -> int:
@@ -266,10 +283,11 @@ def deal_scores(models: DealModels, rows: pl.DataFrame) -> pl.DataFrame:
     """Per open deal: P(won), the month distribution given won, P(slip) and expected value.
 
     ``rows`` are ``snapshot_features`` rows of one ``as_of``. Returns ``deal_id`` and the
-    dimensions, ``stage, amount``, ``p_won``, ``p_month_0 .. p_month_<M>`` (P(closing in month
-    +h | won), the last meaning "later"), ``p_slip`` (P(not this month | won)), ``amount_won``
-    (amount × the stage's won/open ratio), ``expected_value`` (``p_won × amount_won``),
-    ``expected_this_month`` and ``likely_close_month`` (the month of highest probability).
+    dimensions, ``stage, amount, deal_age_days``, ``p_won``, ``p_month_0 .. p_month_<M>``
+    (P(closing in month +h | won), the last meaning "later"), ``p_slip`` (P(not this month |
+    won)), ``amount_won`` (amount × the stage's won/open ratio), ``expected_value`` (``p_won ×
+    amount_won``), ``expected_this_month`` and ``likely_close_month`` (the month of highest
+    probability).
     """
     if rows.height == 0:
         return pl.DataFrame()
@@ -279,7 +297,11 @@ def deal_scores(models: DealModels, rows: pl.DataFrame) -> pl.DataFrame:
     amount_won = rows["amount"].fill_null(0.0).to_numpy() * ratio
     as_of = rows["as_of"].to_list()
     likely = [add_months(month_of(t), int(k)) for t, k in zip(as_of, q.argmax(axis=1), strict=True)]
-    keep = [c for c in ("deal_id", "as_of", *DIMENSIONS, "stage", "amount") if c in rows.columns]
+    keep = [
+        c
+        for c in ("deal_id", "as_of", *DIMENSIONS, "stage", "amount", "deal_age_days")
+        if c in rows.columns
+    ]
     return rows.select(keep).with_columns(
         pl.Series("p_won", p_won),
         *(pl.Series(f"p_month_{k}", q[:, k]) for k in range(q.shape[1])),
@@ -289,6 +311,159 @@ def deal_scores(models: DealModels, rows: pl.DataFrame) -> pl.DataFrame:
         pl.Series("expected_this_month", p_won * q[:, 0] * amount_won),
         pl.Series("likely_close_month", likely, dtype=pl.Date),
     )
+
+
+# -- sanity rules ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaleCap:
+    """The close probability of open deals older than the deals a company has won.
+
+    ``age_days`` is the age A of the oldest won deal; ``deals`` is how many deals had been open
+    at age A before the as_of and ``won`` how many of those were won by it.
+    """
+
+    age_days: float
+    deals: int
+    won: int
+
+    @property
+    def p_old(self) -> float:
+        """What a deal open at age A has done: ``(won + 0.5) / (deals + 1)``.
+
+        The half win and the one deal (a Jeffreys-like prior) keep it above 0 with no old win
+        and near 1/2 when few deals ever reached A.
+        """
+        return (self.won + 0.5) / (self.deals + 1)
+
+    def apply(self, scores: pl.DataFrame) -> pl.DataFrame:
+        """:func:`deal_scores` rows with ``stale`` (older than A) and P(won) capped at ``p_old``.
+
+        ``expected_value`` and ``expected_this_month`` follow the capped ``p_won``.
+        """
+        stale = (pl.col("deal_age_days") > self.age_days).fill_null(False)
+        return scores.with_columns(
+            stale.alias("stale"),
+            pl.when(stale)
+            .then(pl.min_horizontal("p_won", pl.lit(self.p_old)))
+            .otherwise("p_won")
+            .alias("p_won"),
+        ).with_columns(
+            (pl.col("p_won") * pl.col("amount_won")).alias("expected_value"),
+            (pl.col("p_won") * pl.col("p_month_0") * pl.col("amount_won")).alias(
+                "expected_this_month"
+            ),
+        )
+
+
+def stale_deal_cap(history: DealHistory, as_of: Instant) -> StaleCap | None:
+    """The P(won) cap of open deals older than won deals get, as known at ``as_of``.
+
+    Real exports keep open deals nobody closed, far older than any won deal. The probability
+    model never learnt from them (training rows are deals that closed) and extrapolates, so
+    their probability is taken from what such old deals really did. A is the age (created to
+    closed) of the oldest deal won by ``as_of``; among the deals that had been open at age A
+    before ``as_of`` (``created_at + A < as_of`` and not closed before reaching A) ``won`` were
+    won by ``as_of``. Deals still open at ``as_of`` count as not won: at that age, not closing
+    is what stale deals do.
+
+    A is the max, not a high quantile. The max is fragile one way: a single deal revived after
+    years and won sets A so far out that the rule caps nothing, and the forecast keeps the
+    model's probabilities, as without the rule. A quantile fails the other way, and it did: on
+    the simulated company of the backtest tests (2,000 deals, 18 months, 310 won by 2026-08-01)
+    the 0.99 quantile put A at 201 days while won deals had reached 392, capped six open
+    deals at 26% of which three were won within two weeks (one of 846k), and raised the
+    backtest's WAPE at every horizon (origins 2026-08 and 2026-09: 0.47 / 0.26 / 0.16 to
+    0.52 / 0.30 / 0.20). With the max it caps nothing there.
+
+    Parameters
+    ----------
+    history : DealHistory
+    as_of : Instant
+        Aware UTC. Only deals created at or before it and outcomes with ``closed_at`` at or
+        before it are read.
+
+    Returns
+    -------
+    StaleCap or None
+        None when no deal had been won by ``as_of``.
+    """
+    limit = pl.lit(as_of).cast(TS)
+    known_close = pl.when(pl.col("closed_at") <= limit).then(pl.col("closed_at"))
+    deals = (
+        history.deals.filter(pl.col("created_at") <= limit)
+        .select(
+            _days(limit - pl.col("created_at")).alias("age"),
+            _days(known_close - pl.col("created_at")).alias("closed_age"),
+            (
+                pl.col("stage").is_in(list(history.pipeline.names_of("won")))
+                & (pl.col("closed_at") <= limit)
+            )
+            .fill_null(False)
+            .alias("won"),
+        )
+        .collect()
+    )
+    age = deals.filter(pl.col("won")).select(pl.col("closed_age").max()).item()
+    if age is None:
+        return None
+    reached = deals.filter(
+        (pl.col("age") > age) & (pl.col("closed_age").is_null() | (pl.col("closed_age") >= age))
+    )
+    return StaleCap(age_days=age, deals=reached.height, won=int(reached["won"].sum()))
+
+
+CREATION_WINDOW_DAYS = 60
+CREATION_BASELINE_DAYS = 365
+CREATION_MIN_BASELINE_DAYS = 120
+CREATION_FLOOR = 0.5
+"""Deal creation of the last ``CREATION_WINDOW_DAYS`` before the as_of is compared with its
+mean per window over the ``CREATION_BASELINE_DAYS`` before (at least
+``CREATION_MIN_BASELINE_DAYS`` of history, or no comparison); below ``CREATION_FLOOR`` of it,
+new business is scaled by the ratio."""
+
+
+def creation_ratio(history: DealHistory, as_of: Instant) -> float | None:
+    """Deals created in the last 60 days before ``as_of`` / their usual count per 60 days.
+
+    The usual count is the mean per 60 days over the 12 months before that window (or since the
+    first deal when the history is shorter). New business comes from deals not created yet,
+    and its Prophet fits past bookings, which lag creation by a sales cycle: a stop in
+    creation shows here months before it shows in bookings.
+
+    Parameters
+    ----------
+    history : DealHistory
+    as_of : Instant
+        Aware UTC. Only deals created at or before it are read.
+
+    Returns
+    -------
+    float or None
+        None when there are less than ``CREATION_MIN_BASELINE_DAYS`` of history before the
+        window, or no deal was created in the 12 months before it (nothing to compare with).
+    """
+    window_start = as_of - timedelta(days=CREATION_WINDOW_DAYS)
+    limit = pl.lit(as_of).cast(TS)
+    window = pl.lit(window_start).cast(TS)
+    baseline = pl.lit(window_start - timedelta(days=CREATION_BASELINE_DAYS)).cast(TS)
+    counts = (
+        history.deals.filter(pl.col("created_at") <= limit)
+        .select(
+            (pl.col("created_at") > window).sum().alias("recent"),
+            ((pl.col("created_at") > baseline) & (pl.col("created_at") <= window))
+            .sum()
+            .alias("before"),
+            _days(window - pl.max_horizontal(pl.col("created_at").min(), baseline)).alias("span"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    span = counts["span"]
+    if span is None or span < CREATION_MIN_BASELINE_DAYS or counts["before"] == 0:
+        return None
+    return float(counts["recent"] / (counts["before"] * CREATION_WINDOW_DAYS / span))
 
 
 # -- Monte Carlo -------------------------------------------------------------------------------
@@ -371,6 +546,9 @@ class RevenueForecast:
     ``pipeline`` and ``newbiz`` are ``(groups, months, samples)`` arrays; ``booked`` is
     ``(groups, months)``: what each month had booked by ``as_of`` (0 for later months);
     ``quarter_booked`` is ``(groups,)``: bookings of the quarter's months before the as-of month.
+    ``notes`` say in words what the sanity rules changed; ``stale_cap`` (:func:`stale_deal_cap`)
+    and ``creation_ratio`` (:func:`creation_ratio`) are what they measured (None when not
+    measured or not applicable), ``deals["stale"]`` which open deals were capped.
     """
 
     as_of: datetime
@@ -384,6 +562,9 @@ class RevenueForecast:
     targets: pl.DataFrame
     deals: pl.DataFrame = field(repr=False)
     versions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    stale_cap: StaleCap | None = None
+    creation_ratio: float | None = None
 
     @property
     def origin_month(self) -> date:
@@ -575,6 +756,8 @@ def revenue_forecast(
     seed: int = 0,
     snapshots: pl.DataFrame | None = None,
     newbiz: NewBusinessForecaster | None = None,
+    stale_cap: bool = True,
+    creation_scale: bool = True,
 ) -> RevenueForecast:
     """Forecast the bookings of the as-of month and the ones after it, with samples.
 
@@ -594,6 +777,10 @@ def revenue_forecast(
     snapshots : precomputed snapshot rows for fitting (see :func:`training_rows`).
     newbiz : NewBusinessForecaster, optional
         Unfitted estimator with other parameters.
+    stale_cap : bool
+        Cap the P(won) of open deals older than the deals ever won (:func:`stale_deal_cap`).
+    creation_scale : bool
+        Scale new business by :func:`creation_ratio` when it is below ``CREATION_FLOOR``.
     """
     moment = as_of
     dims = check_dimensions(by)
@@ -634,7 +821,17 @@ def revenue_forecast(
     # the open pipeline
     rows = snapshot_features(history, [moment]).collect()
     scores = deal_scores(models, rows)
+    notes: list[str] = []
+    cap = stale_deal_cap(history, moment) if stale_cap else None
     if scores.height:
+        scores = cap.apply(scores) if cap else scores.with_columns(pl.lit(False).alias("stale"))
+        n_stale = int(scores["stale"].sum())
+        if cap and n_stale:
+            notes.append(
+                f"{n_stale} open deals are older than the deals won so far "
+                f"({cap.age_days:.0f} days): P(won) capped at {cap.p_old:.1%}, what the "
+                f"{cap.deals} deals that reached that age did ({cap.won} won)"
+            )
         scored = scores.with_columns(pl.lit(0).alias("_all")) if not dims else scores
         group_of = scored.join(group_key, on=join_on, how="left", nulls_equal=True)["_g"].to_numpy()
         q = scores.select([f"p_month_{k}" for k in range(models.max_months + 1)]).to_numpy()
@@ -703,6 +900,13 @@ def revenue_forecast(
             draws["sample"].to_numpy(),
         ] = draws["bookings"].to_numpy()
     nb *= keep[None, :, None]
+    ratio = creation_ratio(history, moment) if creation_scale else None
+    if ratio is not None and ratio < CREATION_FLOOR:
+        nb *= ratio
+        notes.append(
+            f"deal creation in the last {CREATION_WINDOW_DAYS} days is {ratio:.0%} of its usual "
+            f"rate: new business scaled to {ratio:.0%}"
+        )
 
     targets = history.targets.collect()
     return RevenueForecast(
@@ -717,4 +921,7 @@ def revenue_forecast(
         targets=targets,
         deals=scores,
         versions=models.versions,
+        notes=notes,
+        stale_cap=cap,
+        creation_ratio=ratio,
     )
