@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from sklearn.base import clone
 
 from features.contract import DealHistory
 from features.forecast_log import KEPT_SCHEMA, ForecastLog
 from features.forecast_log import METHODS as KEPT_METHODS
 from features.snapshots import data_now
 from features.store import Store
+from models.deals.probability import CloseProbabilityModel
 from models.forecast.backtest import METHODS, Backtest, acceptance, month_origins, run_backtest
 from models.metrics import P10, P90
-from models.tracking import job_run
+from models.tracking import NoChampionError, champion_version, job_run, load_champion
 from pipelines.console import progress
+from pipelines.forecast import PROBABILITY_MODEL
 
 __all__ = ["MIN_HISTORY_MONTHS", "default_origins", "run_backtest_job", "stage_methods"]
 
@@ -127,7 +130,9 @@ def run_backtest_job(
             f"the last origin {origins[-1]:%Y-%m} has not closed: the data ends {now:%Y-%m-%d}; "
             "backtest origins must be months that ended before it"
         )
+    recipe, recipe_name = champion_recipe(data)
     params = {
+        "recipe": recipe_name,
         "from": f"{origins[0]:%Y-%m}",
         "to": f"{origins[-1]:%Y-%m}",
         "horizons": ",".join(str(h) for h in horizons),
@@ -147,13 +152,20 @@ def run_backtest_job(
                     by=by,
                     n_samples=n_samples,
                     methods=methods,
+                    probability=recipe,
                     on_origin=lambda o: bar.update(
                         task, advance=1, description=f"backtest: origin {o:%Y-%m} done"
                     ),
                 )
         else:
             result = run_backtest(
-                history, origins, horizons=horizons, by=by, n_samples=n_samples, methods=methods
+                history,
+                origins,
+                horizons=horizons,
+                by=by,
+                n_samples=n_samples,
+                methods=methods,
+                probability=recipe,
             )
         _log(run, result)
         if keep:
@@ -170,6 +182,20 @@ def run_backtest_job(
         run.json("acceptance", verdict)
         run_id = run.run_id
     return {"backtest": result, "acceptance": verdict, "run_id": run_id}
+
+
+def champion_recipe(data: Path) -> tuple[CloseProbabilityModel | None, str]:
+    """The ``@champion`` close probability's parameters, unfitted, and what they are.
+
+    The backtest refits dealcast at each origin with them (the tuned parameters ``train``
+    registered, or the stage rates it registered instead); the defaults without a champion.
+    """
+    try:
+        champion = load_champion(PROBABILITY_MODEL, data_dir=data)
+    except NoChampionError:
+        return None, "close probability defaults (no @champion)"
+    version = champion_version(PROBABILITY_MODEL, data_dir=data)
+    return clone(champion), f"close probability parameters of {PROBABILITY_MODEL}@v{version}"
 
 
 def _log(run: Any, result: Backtest) -> None:

@@ -298,8 +298,19 @@ def train(
         int, typer.Option("--test-months", help="Months of newest deals held out for scoring.")
     ] = 9,
     gate_origins: Annotated[
-        int, typer.Option("--gate-origins", help="Backtest origins that score the new version.")
-    ] = 6,
+        int,
+        typer.Option(
+            "--gate-origins",
+            help="Backtest origins that score the new version and choose what is published.",
+        ),
+    ] = 9,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune/--no-tune",
+            help="Choose the close probability's parameters and calibration by time-series CV.",
+        ),
+    ] = True,
     data: DataOption = None,
 ) -> None:
     """Fit close probability and timing, score them, backtest, register them in MLflow."""
@@ -307,8 +318,10 @@ def train(
     from pipelines.train import run_train
 
     try:
-        with console.status("training: evaluate, fit, backtest the recipe, register"):
-            result = run_train(data_dir(data), test_months=test_months, gate_origins=gate_origins)
+        with console.status("training: tune, evaluate, fit, backtest every method, register"):
+            result = run_train(
+                data_dir(data), test_months=test_months, gate_origins=gate_origins, tune=tune
+            )
     except (StoreNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
     if fmt is OutputFormat.json:
@@ -317,8 +330,12 @@ def train(
     rows = [
         {"metric": k, "value": str(round(v, 4) if isinstance(v, float) else v)}
         for k, v in result.items()
+        if k not in ("league", "forecast_choice")
     ]
     emit(pl.DataFrame(rows), fmt, title="close probability (held-out period) and the gate")
+    if fmt is OutputFormat.table:
+        for line in result.get("forecast_choice") or []:  # type: ignore[attr-defined]
+            console.print(f"published {line}")
 
 
 class TableOrJson(StrEnum):

@@ -22,10 +22,11 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from features.calendar import instant
+from features.calendar import add_months, instant
 from features.forecast_log import KEPT_SCHEMA, ForecastLog, new_forecast_id
 from features.snapshots import data_now, snapshot_features
 from features.store import Store
+from models.forecast.backtest import baseline_points
 from models.forecast.baselines import monthly_bookings
 from models.forecast.revenue import (
     N_SAMPLES,
@@ -37,6 +38,7 @@ from models.forecast.revenue import (
     training_rows,
     win_shock,
 )
+from models.forecast.selection import ForecastChoice, published_summary
 from models.forecast.weighted import weighted_pipeline
 from models.tracking import (
     NoChampionError,
@@ -47,7 +49,10 @@ from models.tracking import (
 )
 
 __all__ = [
+    "CHOICE_TAG",
     "PROBABILITY_MODEL",
+    "champion_choice",
+    "published",
     "TIMING_MODEL",
     "CUTOFF_TAG",
     "champion_models",
@@ -60,6 +65,62 @@ PROBABILITY_MODEL = "dealcast-close-probability"
 TIMING_MODEL = "dealcast-close-timing"
 CUTOFF_TAG = "dealcast.cutoff"
 """Model version tag: the instant the model's training data ends (ISO, UTC)."""
+CHOICE_TAG = "dealcast.forecast_choice"
+"""Close-probability version tag: the published forecast chosen per horizon by ``dealcast
+train``'s backtest (``models.forecast.selection.ForecastChoice`` as JSON)."""
+
+
+def champion_choice(data: Path) -> ForecastChoice | None:
+    """The forecast choice made with the ``@champion`` close probability (None: none made)."""
+    raw = champion_tags(PROBABILITY_MODEL, data_dir=data).get(CHOICE_TAG)
+    if not raw:
+        return None
+    try:
+        return ForecastChoice.from_json(json.loads(raw))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def published(
+    history: Any,
+    forecast: RevenueForecast,
+    choice: ForecastChoice | None,
+    *,
+    months: int | None = None,
+    n_samples: int = 500,
+    points: dict[str, dict[int, float | None]] | None = None,
+) -> pl.DataFrame:
+    """``forecast``'s summary as published: the chosen method or blend per horizon, its
+    conformal P10/P90 and range flags (``models.forecast.selection.published_summary``).
+
+    ``points`` (the baselines' company forecasts) are computed when not given; pass them to
+    reuse one computation across the segments of a publish.
+    """
+    origin = forecast.origin_month
+    window = len(forecast.months)
+    if points is None:
+        points = choice_points(history, origin, window, choice, n_samples=n_samples)
+    start = instant(origin)
+    elapsed = (forecast.as_of - start).total_seconds() / (
+        (instant(add_months(origin, 1)) - start).total_seconds()
+    )
+    booked = monthly_bookings(history, before=origin)["bookings"].to_list()
+    out = published_summary(
+        forecast.summary(), choice, points, elapsed=elapsed, booked_months=booked
+    )
+    if months is not None:
+        out = out.filter((pl.col("period") == "quarter") | (pl.col("horizon") < months))
+    return out
+
+
+def choice_points(
+    history: Any, origin: date, window: int, choice: ForecastChoice | None, *, n_samples: int
+) -> dict[str, dict[int, float | None]]:
+    """The company forecasts of the baselines ``choice`` uses, made at ``origin``."""
+    needed = sorted((choice.methods if choice else set()) - {"dealcast", "blend"})
+    if not needed:
+        return {}
+    return baseline_points(history, origin, range(window), needed, n_samples=n_samples)
 
 
 def champion_models(data: Path, history: Any, as_of: datetime) -> DealModels | None:
@@ -290,7 +351,9 @@ def run_forecast(
     forecast = revenue_forecast(
         history, moment, models=models, months=window, by=by, n_samples=n_samples, seed=seed
     )
-    summary = forecast.summary(months=months)
+    # the choice belongs to the champion: a forecast from refitted models publishes them as is
+    choice = champion_choice(data) if source == "registry @champion" else None
+    summary = published(history, forecast, choice, months=months)
     rows = snapshot_features(history, [moment]).collect()
     weighted = weighted_pipeline(history, moment, by=by, rows=rows)
     created = datetime.now(UTC)
@@ -313,6 +376,7 @@ def run_forecast(
         "models": source,
         "model_version": version,
         "win_shock": round(models.win_shock, 4),
+        "published": "; ".join(choice.reasons) if choice else "dealcast (no backtest choice)",
     }
     actual = monthly_bookings(history, before=moment)
     with job_run(
@@ -343,6 +407,8 @@ def run_forecast(
         "kept": kept,
         "run_id": run_id,
         "deals": forecast.deals,
+        "choice": choice.reasons if choice else [],
+        "notes": list(getattr(forecast, "notes", [])),
     }
 
 
@@ -356,6 +422,8 @@ def forecast_json(result: dict[str, Any]) -> str:
         "models": result["models"],
         "model_version": result["model_version"],
         "run_id": result["run_id"],
+        "published": result.get("choice", []),
+        "notes": result.get("notes", []),
         "forecast": summary.to_dicts(),
         "baseline": baseline.select(
             "method", "by", "segment", "period", "target_month", "horizon", "p50"

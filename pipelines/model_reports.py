@@ -54,6 +54,9 @@ def print_forecast(result: dict[str, Any]) -> None:
             for name in ("target", "gap", "P(reach)"):
                 table.add_column(name, justify="right")
         table.add_column("stage-weighted (CRM)", justify="right", style="dim")
+        has_method = "method" in part.columns and by == ""
+        if has_method:
+            table.add_column("published", justify="left", style="dim")
         for row in part.iter_rows(named=True):
             cells = [
                 _period(row),
@@ -67,8 +70,17 @@ def print_forecast(result: dict[str, Any]) -> None:
             if has_target:
                 cells += [_money(row["target"]), _money(row["gap"]), _pct(row["p_reach_target"])]
             cells.append(_money(row["_crm"]))
+            if has_method:
+                cells.append(str(row["method"]) + (" ⚠" if row.get("flag") else ""))
             table.add_row(*cells)
         console.print(table)
+        if has_method:
+            for row in part.filter(pl.col("flag").is_not_null()).iter_rows(named=True):
+                console.print(f"[yellow]⚠ {_period(row)}: {row['flag']}[/]")
+    for line in result.get("choice") or []:
+        console.print(f"[dim]published {line}[/]")
+    for line in result.get("notes") or []:
+        console.print(f"[dim]note: {line}[/]")
     console.print(
         f"[dim]models: {result['models']} ({result['model_version']}); kept as forecast "
         f"{result['forecast_id']}; MLflow run {result['run_id']}[/]"
@@ -98,7 +110,7 @@ def print_league(result: dict[str, Any]) -> None:
         if previous is not None and row["horizon"] != previous:
             table.add_section()
         previous = row["horizon"]
-        style = "bold green" if row["method"] == "dealcast" else None
+        style = "bold green" if row["method"] in ("dealcast", "published") else None
         note = row.get("note")
         unscored = row["n"] == 0
         cells = [
@@ -114,6 +126,14 @@ def print_league(result: dict[str, Any]) -> None:
             cells.append(note or "")
         table.add_row(*cells, style="dim" if note and style is None else style)
     console.print(table)
+    if league["method"].is_in(["published"]).any():
+        console.print(
+            "[dim]dealcast: the deal-level forecast; blend: the best three weighted by skill; "
+            "published: what the forecast publishes, the method or blend with the lowest WAPE "
+            "per horizon on these origins (its P10–P90 from the other origins' errors); "
+            "published_nested: the same choice made at each origin from earlier origins only "
+            "(what choosing is honestly worth)[/]"
+        )
     for origin, why in getattr(backtest, "skipped", []):
         console.print(f"[yellow]origin {origin:%Y-%m} skipped: {why}[/]")
     verdict = result["acceptance"]
@@ -122,12 +142,17 @@ def print_league(result: dict[str, Any]) -> None:
         if not isinstance(figures, dict):
             continue
         improvement = figures["improvement"]
-        lines.append(
+        line = (
             f"{key}: dealcast WAPE {figures['wape']:.1%} vs best baseline "
             f"{figures['best_baseline']} {figures['best_baseline_wape']:.1%} "
             f"({'lowest' if figures['lowest'] else 'NOT lowest'}, "
             f"{_pct(improvement)} below)"
         )
+        if figures.get("published_wape") is not None:
+            line += f"; published {figures['published_wape']:.1%}"
+            if figures.get("published_nested_wape") is not None:
+                line += f", chosen from earlier origins only {figures['published_nested_wape']:.1%}"
+        lines.append(line)
     if verdict.get("coverage") is not None:
         lines.append(f"dealcast P10–P90 coverage over all horizons: {verdict['coverage']:.1%}")
     console.print("\n".join(lines))

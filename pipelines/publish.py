@@ -49,6 +49,7 @@ from models.forecast.revenue import (
     DealModels,
     deal_scores,
     revenue_forecast,
+    stale_deal_cap,
     training_rows,
 )
 from models.forecast.weighted import weighted_pipeline
@@ -56,7 +57,8 @@ from models.tracking import NoChampionError, job_run
 from pipelines.anomalies import DETECTORS, LOOKBACK_MONTHS, detect_anomalies
 from pipelines.console import progress
 from pipelines.evaluate import run_evaluate
-from pipelines.forecast import champion_models, kept_rows
+from pipelines.forecast import champion_choice, champion_models, choice_points, kept_rows
+from pipelines.forecast import published as published_forecast
 from serving.publication import (
     PUBLISHED_DIMENSIONS,
     PUBLISHED_MONTHS,
@@ -120,8 +122,15 @@ def _segment(dims: list[str]) -> pl.Expr:
 def _scores(
     history: DealHistory, models: DealModels, rows: pl.DataFrame, moment: datetime
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Per open deal: the score row, its reasons (long) and its risk flags (long)."""
+    """Per open deal: the score row, its reasons (long) and its risk flags (long).
+
+    P(won) of an open deal older than any deal ever won is capped as in the forecast
+    (``models.forecast.revenue.stale_deal_cap``; the ``stale`` column says which).
+    """
     scored = deal_scores(models, rows)
+    if scored.height:
+        cap = stale_deal_cap(history, moment)
+        scored = cap.apply(scored) if cap else scored.with_columns(pl.lit(False).alias("stale"))
     if scored.height == 0:
         empty = pl.DataFrame(schema={"deal_id": pl.String()})
         return scored, empty, empty
@@ -263,12 +272,16 @@ def run_publish(
         bar.advance(task)
         forecasts, weighted, kept = [], [], []
         version = ", ".join(f"{k}@{v}" for k, v in models.versions.items())
+        choice = champion_choice(data)
+        points = choice_points(history, origin, window, choice, n_samples=min(n_samples, 500))
+        notes: list[str] = []
         for by in units:
             bar.update(task, description=f"forecasting {'the company' if by is None else by}")
             forecast = revenue_forecast(
                 history, moment, models=models, months=window, by=by, n_samples=n_samples, seed=seed
             )
-            summary = forecast.summary(months=months)
+            summary = published_forecast(history, forecast, choice, months=months, points=points)
+            notes += [n for n in getattr(forecast, "notes", []) if n not in notes]
             pipeline = weighted_pipeline(history, moment, by=by, models=models, rows=rows)
             created = datetime.now(UTC)
             keep = kept_rows(
@@ -342,11 +355,22 @@ def run_publish(
             "n_samples": n_samples,
             "detectors": list(DETECTORS),
             "anomaly_counts": anomaly_counts,
+            "published": choice.to_json() if choice else None,
+            "published_reasons": choice.reasons if choice else [],
+            "notes": notes,
         }
         params = {
             k: v
             for k, v in manifest.items()
-            if k not in ("forecast_ids", "detectors", "anomaly_counts")
+            if k
+            not in (
+                "forecast_ids",
+                "detectors",
+                "anomaly_counts",
+                "published",
+                "published_reasons",
+                "notes",
+            )
         }
         with job_run(data, "publish", params=params) as run:
             total = tables["forecasts"].filter((pl.col("by") == "") & (pl.col("period") == "month"))
@@ -366,6 +390,8 @@ def run_publish(
                 }
             )
             run.frame("scores", scores)
+            if choice is not None:
+                run.json("forecast_choice", choice.to_json())
             published = write_publication(data, tables, {**manifest, "run_id": run.run_id})
             run.tag("dealcast.publication", published)
             # kept only now that the publication is live (a kill before keeps nothing)

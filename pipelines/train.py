@@ -1,11 +1,21 @@
 """The train job: evaluate, fit on everything, backtest the recipe, register, gate.
 
-1. Close probability is evaluated on a held-out later period (``models.deals.evaluation``) next to
-   stage win rates, the CRM probability and, on simulated data, the oracle.
+1. Close probability's booster parameters and calibration are chosen for this company by
+   time-series CV inside the training window (``models.deals.tuning``; ``tuning`` in the
+   output and the run), then it is evaluated on a held-out later period
+   (``models.deals.evaluation``) next to stage win rates, the CRM probability and, on
+   simulated data, the oracle.
 2. Close probability and timing are refitted on every snapshot known at the end of the data
    (``models.forecast.revenue.fit_deal_models``): these are the models ``dealcast forecast`` uses.
-3. The recipe is backtested on the last ``gate_origins`` months (dealcast alone, refit at each
-   origin); its month-0 WAPE is the version's score.
+3. The recipe is backtested on the last ``gate_origins`` months next to every applicable
+   baseline (all refit at each origin); dealcast's month-0 WAPE is the version's score. From
+   the same backtest ``models.forecast.selection.choose`` picks, per horizon, what the
+   forecast publishes: the deal-level forecast, a baseline, or their skill-weighted blend,
+   whichever had the lowest WAPE there, with the choice replayed origin by origin from earlier
+   origins only (``nested_wape``) to show what choosing is worth, and the chosen forecast's
+   errors that make its P10/P90. The choice goes on the close-probability version
+   (``dealcast.forecast_choice`` tag, JSON), the run (``forecast_choice.json``) and the output
+   (``forecast_choice``, ``league``).
 4. Both models are logged (signature, input example), registered, and each version gets
    ``@champion`` only if its score beats the sitting champion's, else ``@challenger``. A boosted
    close probability whose held-out Brier is not below the baseline's (stage win rates; the
@@ -22,6 +32,7 @@ params (``features.*``) and its ``features.json`` artifact.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,9 +50,10 @@ from models.deals.probability import CloseProbabilityModel
 from models.deals.timing import TIMING_INPUTS
 from models.forecast.backtest import month_origins, run_backtest
 from models.forecast.revenue import fit_deal_models
+from models.forecast.selection import choose
 from models.tracking import job_run, log_and_register, promote
-from pipelines.backtest import default_origins
-from pipelines.forecast import CUTOFF_TAG, PROBABILITY_MODEL, TIMING_MODEL
+from pipelines.backtest import default_origins, stage_methods
+from pipelines.forecast import CHOICE_TAG, CUTOFF_TAG, PROBABILITY_MODEL, TIMING_MODEL
 
 __all__ = ["PROBABILITY_MODEL", "TIMING_MODEL", "run_train"]
 
@@ -96,30 +108,50 @@ def _importances(evaluation: ProbabilityEvaluation, *, rows: int = 1500) -> pl.D
 
 
 def run_train(
-    data: Path, *, test_months: int = 9, gate_origins: int = 6, months: int = 3
+    data: Path, *, test_months: int = 9, gate_origins: int = 9, months: int = 3, tune: bool = True
 ) -> dict[str, object]:
     """Evaluate, fit, backtest, log, register and gate both deal models; return the metrics."""
     store = Store(data)
     history = store.load()
     evaluation = evaluate_close_probability(
-        history, truth=store.truth("truth_probabilities"), test_months=test_months
+        history, truth=store.truth("truth_probabilities"), test_months=test_months, tune=tune
     )
+    tuned = evaluation.tuning.params if evaluation.tuning is not None else {}
     scores = evaluation.metrics
     now = data_now(history)
     veto = stage_rate_veto(scores)
     # a boosted model that lost to stage rates on held-out data is never champion: the stage
     # rates themselves are fitted and registered in its place, so publish still has a champion
-    probability = CloseProbabilityModel(booster=False) if veto else None
+    probability = CloseProbabilityModel(booster=False) if veto else CloseProbabilityModel(**tuned)
     final = fit_deal_models(history, now, months=months, probability=probability)
-    first, last = default_origins(now.date(), gate_origins)
-    gate = run_backtest(
-        history, month_origins(first, last), horizons=range(months), methods=["dealcast"]
+    first_deal = history.deals.select(pl.col("created_at").min()).collect().item()
+    first, last = default_origins(
+        now.date(), gate_origins, first_deal=first_deal.date() if first_deal else None
     )
+    gate = run_backtest(
+        history,
+        month_origins(min(first, last), last),
+        horizons=range(months),
+        methods=stage_methods("auto"),
+        probability=probability,  # what is registered: tuned, or the stage rates it lost to
+    )
+    choice = choose(gate.frame.filter(pl.col("segment") == "total"))
     wape = {
         f"backtest_wape_h{r['horizon']}": r["wape"]
-        for r in gate.summary.iter_rows(named=True)
+        for r in gate.summary.filter(pl.col("method") == "dealcast").iter_rows(named=True)
         if r["wape"] is not None
     }
+    for h, made in choice.horizons.items():
+        wape[f"published_wape_h{h}"] = made.wape
+        if made.best_baseline_wape is not None:
+            wape[f"best_baseline_wape_h{h}"] = made.best_baseline_wape
+        if made.nested_wape is not None:
+            wape[f"nested_wape_h{h}"] = made.nested_wape
+        if made.nested_baseline_wape is not None:
+            wape[f"nested_baseline_wape_h{h}"] = made.nested_baseline_wape
+    for r in gate.summary.filter(pl.col("method") == "published").iter_rows(named=True):
+        if r["coverage"] is not None:  # leave-one-origin-out: each origin's band from the others
+            wape[f"published_coverage_h{r['horizon']}"] = r["coverage"]
     gate_score = wape.get("backtest_wape_h0")
     dropped = {  # the boosted model's choice, also when stage rates were registered instead
         "probability": evaluation.model.features_dropped_
@@ -155,6 +187,13 @@ def run_train(
         if evaluation.model.estimator_ is not None and evaluation.test.height:
             run.frame("feature_importance", _importances(evaluation))
         run.frame("gate_backtest", gate.frame)
+        run.frame("forecast_league", choice.league)
+        if evaluation.tuning is not None:
+            run.frame("tuning", evaluation.tuning.table)
+            run.tag("dealcast.tuning", evaluation.tuning.reason[:5000])
+        run.json("forecast_choice", choice.to_json())
+        for h, made in choice.horizons.items():
+            run.tag(f"dealcast.published_h{h}", made.reason[:5000])
         run.json(
             "features",
             {
@@ -167,6 +206,8 @@ def run_train(
             },
         )
         tags = {CUTOFF_TAG: now.isoformat()}
+        # what the forecast publishes with these models, and the league it was chosen from
+        chosen = {CHOICE_TAG: json.dumps(choice.to_json())}
         example = evaluation.test.head(5) if evaluation.test.height else evaluation.train.head(5)
         # counts are floats in the signature: a missing count at scoring time must not break it
         example = example.with_columns(cs.integer().cast(pl.Float64))
@@ -176,7 +217,7 @@ def run_train(
                 final.probability,
                 name=PROBABILITY_MODEL,
                 input_example=example.select(FEATURES),
-                tags={**tags, STAGE_RATES_TAG: veto} if veto else tags,
+                tags={**tags, **chosen, STAGE_RATES_TAG: veto} if veto else {**tags, **chosen},
             ),
             TIMING_MODEL: log_and_register(
                 run,
@@ -202,7 +243,12 @@ def run_train(
     return {
         **scores,
         **wape,
+        # the held-out scores of what was registered: the boosted model, or the stage rates
+        "champion_brier": scores.get("baseline_brier" if veto else "brier"),
+        "champion_ece": scores.get("baseline_ece" if veto else "ece"),
         "gate_metric": GATE_METRIC,
+        "forecast_choice": choice.reasons,
+        "league": choice.league.to_dicts(),
         "features_dropped": describe_dropped(dropped["probability"]),
         "timing_features_dropped": describe_dropped(dropped["timing"]),
         "gate": (

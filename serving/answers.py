@@ -68,6 +68,9 @@ def forecasts(pub: Published, *, months: int, by: str | None, segment: str | Non
             months=months,
             by=by,
             model_version=str(pub.manifest.get("model_version", "")),
+            published=list(pub.manifest.get("published_reasons") or []),
+            league=list((pub.manifest.get("published") or {}).get("league") or []),
+            notes=list(pub.manifest.get("notes") or []),
             forecasts=[_clean(r) for r in rows.to_dicts()],  # type: ignore[misc]
             actuals=[_clean(r) for r in actuals.to_dicts()],  # type: ignore[misc]
         )

@@ -40,6 +40,17 @@ class ForecastPublic(BaseModel):
     target: float | None
     gap: float | None = Field(description="target − P50")
     p_reach_target: float | None
+    method: str = Field(
+        default="dealcast",
+        description="What the P50 is: the deal-level forecast (dealcast), a baseline, or a "
+        "blend, as chosen per horizon by the company's own backtest (see `published`).",
+    )
+    deal_model_p50: float | None = Field(
+        default=None, description="The deal-level Monte Carlo's own P50."
+    )
+    flag: str | None = Field(
+        default=None, description="Set when the P50 is far outside anything ever booked."
+    )
 
 
 class ActualPublic(BaseModel):
@@ -56,6 +67,18 @@ class ForecastsPublic(Provenance):
     months: int
     by: str | None
     model_version: str
+    published: list[str] = Field(
+        default_factory=list,
+        description="Per horizon: the method or blend published, its backtest WAPE next to "
+        "the best baseline's, and the same choice replayed from earlier origins only.",
+    )
+    league: list[dict[str, object]] = Field(
+        default_factory=list,
+        description="The backtest league the choice was made on (horizon, method, wape, n).",
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="Sanity rules the forecast applied, in words."
+    )
     forecasts: list[ForecastPublic]
     actuals: list[ActualPublic]
 

@@ -15,6 +15,12 @@ Methods:
 
 Only target months that closed before the end of the data are scored.
 
+With more than one method, ``models.forecast.selection.published_columns`` adds ``blend``,
+``published`` (the method or blend chosen per horizon on these origins, as ``dealcast train``
+chooses what ``dealcast forecast`` publishes, with leave-one-origin-out conformal P10/P90) and
+``published_nested`` (the choice at each origin made from the earlier origins only: the honest
+figure for choosing by backtest).
+
 A method without a basis at an origin is *not applicable* there: its forecast is null and
 :attr:`Backtest.not_applicable` says why (seasonal naive whose year-ago month is before the
 first booked month; stage-weighted CRM without stage probabilities in the pipeline config; a
@@ -33,10 +39,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
+from sklearn.base import clone
 
 from features.calendar import add_months, instant
 from features.contract import TS, DealHistory
 from features.snapshots import data_now, pipeline_as_of, snapshot_features
+from models.deals.probability import CloseProbabilityModel
 from models.forecast.baselines import (
     RUN_RATE_MONTHS,
     first_booked_month,
@@ -46,7 +54,8 @@ from models.forecast.baselines import (
     stage_weighted,
 )
 from models.forecast.newbiz import BookingsProphet
-from models.forecast.revenue import _mondays_before, revenue_forecast
+from models.forecast.revenue import _mondays_before, fit_deal_models, revenue_forecast
+from models.forecast.selection import DERIVED, published_columns
 from models.metrics import P10, P90, summarise
 
 __all__ = [
@@ -174,11 +183,24 @@ def _dealcast(
     by: list[str],
     n_samples: int,
     snapshots: pl.DataFrame,
+    probability: CloseProbabilityModel | None = None,
 ) -> pl.DataFrame:
+    months = max(horizons) + 1
+    models = None
+    if probability is not None:  # the train job's tuned parameters, refit at the origin
+        window = max(months, 3 - (origin.month - 1) % 3)
+        models = fit_deal_models(
+            history,
+            instant(origin),
+            months=window,
+            snapshots=snapshots,
+            probability=clone(probability),
+        )
     forecast = revenue_forecast(
         history,
         instant(origin),
-        months=max(horizons) + 1,
+        models=models,
+        months=months,
         by=by or None,
         n_samples=n_samples,
         snapshots=snapshots,
@@ -215,6 +237,7 @@ def _method_column(
     dims: list[str],
     n_samples: int,
     snapshots: pl.DataFrame,
+    probability: CloseProbabilityModel | None = None,
 ) -> pl.DataFrame:
     """``segment, horizon, <method>[, <method>__p10, <method>__p90]`` at one origin.
 
@@ -249,7 +272,7 @@ def _method_column(
         return _point(weighted.drop("deals"), dims, method)
     if method == "prophet_only":
         return _prophet_only(history, origin, hs, dims, n_samples)
-    return _dealcast(history, origin, hs, dims, n_samples, snapshots)
+    return _dealcast(history, origin, hs, dims, n_samples, snapshots, probability)
 
 
 def _unusable(history: DealHistory, origin: date) -> str | None:
@@ -300,6 +323,7 @@ def run_backtest(
     n_samples: int = 1000,
     methods: Sequence[str] = METHODS,
     on_origin: Callable[[date], None] | None = None,
+    probability: CloseProbabilityModel | None = None,
 ) -> Backtest:
     """Refit every method at each origin and score it on the months that have closed.
 
@@ -318,6 +342,9 @@ def run_backtest(
         A subset of :data:`METHODS` (the train job's gate runs ``dealcast`` alone).
     on_origin : callable, optional
         Called after each origin, skipped or not (progress bars).
+    probability : CloseProbabilityModel, optional
+        Unfitted close-probability estimator dealcast refits at each origin (the train job's
+        tuned parameters); the defaults when omitted.
 
     Raises
     ------
@@ -364,7 +391,9 @@ def run_backtest(
                     continue
                 try:
                     columns.append(
-                        _method_column(m, history, origin, series, hs, dims, n_samples, snapshots)
+                        _method_column(
+                            m, history, origin, series, hs, dims, n_samples, snapshots, probability
+                        )
                     )
                 except _NotApplicable as exc:
                     origin_na += [(origin, h, m, str(exc)) for h in hs]
@@ -443,7 +472,11 @@ def run_backtest(
         *(c for m in METHODS for c in (m, f"{m}{P10}", f"{m}{P90}") if c in frame.columns),
     ]
     frame = frame.select(order).sort("segment", "origin", "horizon")
-    summary = _with_notes(summarise(frame, chosen, by=("method", "horizon")), frame, not_applicable)
+    scored = list(chosen)
+    if len(chosen) > 1:  # the forecast dealcast publishes: chosen per horizon on these origins
+        frame = published_columns(frame, chosen)
+        scored += list(DERIVED)
+    summary = _with_notes(summarise(frame, scored, by=("method", "horizon")), frame, not_applicable)
     return Backtest(frame, summary, used, hs, dims, not_applicable, skipped)
 
 
@@ -485,7 +518,9 @@ def acceptance(backtest: Backtest) -> dict[str, object]:
         # the best baseline is chosen among the ranked ones (applicable on every row)
         others = (
             backtest.league()
-            .filter((pl.col("horizon") == h) & (pl.col("method") != "dealcast"))
+            .filter(
+                (pl.col("horizon") == h) & ~pl.col("method").is_in(["dealcast", "oracle", *DERIVED])
+            )
             .filter(pl.col("rank").is_not_null())
             .select(part.columns)
         )
@@ -500,7 +535,47 @@ def acceptance(backtest: Backtest) -> dict[str, object]:
             "improvement": 1.0 - wape / best["wape"] if best["wape"] else None,
             "lowest": wape < best["wape"],
             "coverage": ours["coverage"][0],
+            **{
+                f"{m}_{k}": r[k]
+                for m in ("published", "published_nested")
+                for r in part.filter(pl.col("method") == m).iter_rows(named=True)
+                for k in ("wape", "coverage", "n")
+            },
         }
     cover = summary.filter(pl.col("method") == "dealcast")["coverage"].drop_nulls().to_numpy()
     out["coverage"] = float(np.mean(cover)) if cover.size else None
+    return out
+
+
+def baseline_points(
+    history: DealHistory,
+    origin: date,
+    horizons: Sequence[int],
+    methods: Sequence[str],
+    *,
+    n_samples: int = 500,
+) -> dict[str, dict[int, float | None]]:
+    """Company-total forecasts of the baselines ``methods`` made at ``origin`` (a month start).
+
+    What ``dealcast forecast`` and ``publish`` blend with the deal-level forecast when the
+    backtest chose a baseline (``models.forecast.selection``). A method with no basis at the
+    origin, or that cannot be fitted, forecasts None.
+    """
+    hs = sorted({int(h) for h in horizons})
+    series = monthly_bookings(history, before=origin)
+    out: dict[str, dict[int, float | None]] = {}
+    for m in (m for m in BASELINES if m in set(methods)):
+        if m == "seasonal_naive":
+            frame = seasonal_naive(series, origin, hs)
+            values = dict(zip(frame["horizon"].to_list(), frame["forecast"].to_list(), strict=True))
+        else:
+            try:
+                column = _method_column(
+                    m, history, origin, series, hs, [], n_samples, pl.DataFrame()
+                )
+            except (_NotApplicable, ValueError):
+                values = {}
+            else:
+                values = dict(zip(column["horizon"].to_list(), column[m].to_list(), strict=True))
+        out[m] = {h: None if values.get(h) is None else float(values[h]) for h in hs}
     return out

@@ -21,6 +21,7 @@ from features.forecast_log import ForecastLog, read_accuracy
 from features.store import Store
 from models.forecast.backtest import METHODS
 from models.forecast.baselines import monthly_bookings
+from models.forecast.selection import DERIVED
 from models.tracking import EXPERIMENT, tracking_uri
 from pipelines.cli import app
 
@@ -174,6 +175,16 @@ def test_forecast_after_train_uses_the_champion(store: Path, trained: dict[str, 
     assert f"dealcast-close-probability@{version}" in payload["model_version"]
     assert f"dealcast-close-timing@v{trained['timing_version']}" in payload["model_version"]
     assert all(r["p10"] <= r["p50"] <= r["p90"] for r in payload["forecast"])
+    # the champion's backtest chose what each month publishes, and the output says so
+    # (the fixture's train backtests 2 origins: h2 has no closed month, it takes h1's choice)
+    chosen = {int(line[1]): line.split(", backtest WAPE")[0][4:] for line in payload["published"]}
+    assert sorted(chosen) == [0, 1]
+    months = [r for r in payload["forecast"] if r["period"] == "month" and r["by"] == ""]
+    for r in months:
+        used = chosen[min(r["horizon"], 1)]
+        assert r["method"] == used or r["method"].startswith("blend("), (r["method"], used)
+        if r["method"] == "dealcast":
+            assert r["p50"] == pytest.approx(r["deal_model_p50"])
     kept = ForecastLog(store).read().filter(pl.col("forecast_id") == payload["forecast_id"])
     assert set(kept.filter(pl.col("method") == "dealcast")["model_version"]) == {
         payload["model_version"]
@@ -260,9 +271,12 @@ def test_backtest_json_scores_every_method_and_logs_a_run(store: Path) -> None:
     summary = payload["summary"]
     assert all({"method", "horizon", "wape", "bias", "coverage"} <= set(r) for r in summary)
     for h in (0, 1):
-        assert sorted(r["method"] for r in summary if r["horizon"] == h) == sorted(METHODS)
+        methods = sorted(r["method"] for r in summary if r["horizon"] == h)
+        assert methods == sorted((*METHODS, *DERIVED))
     for r in summary:
         assert isinstance(r["wape"], float) and r["wape"] >= 0
+        if r["method"] in ("blend", "published_nested"):
+            assert r["coverage"] is None, r
         if r["method"] in POINT_METHODS:
             assert r["coverage"] is None, r
         if r["method"] == "dealcast":

@@ -50,6 +50,20 @@ def test_train_prints_metrics_and_registers(demo_store: Path) -> None:
     timing = client.get_model_version_by_alias("dealcast-close-timing", "champion")
     assert timing.run_id == out["run_id"]
     assert timing.tags["dealcast.cutoff"].startswith("20")
+    # what the forecast publishes, per horizon, chosen on that backtest: never above the best
+    # applicable baseline there, with the honest nested figure beside it
+    assert len(out["forecast_choice"]) == 3 and out["forecast_choice"][0].startswith("h0: ")
+    for h in range(3):
+        assert out[f"published_wape_h{h}"] <= out[f"best_baseline_wape_h{h}"] + 1e-12
+        assert out[f"published_wape_h{h}"] <= out[f"backtest_wape_h{h}"] + 1e-12
+        assert isinstance(out[f"nested_wape_h{h}"], float)
+        assert 0.0 <= out[f"published_coverage_h{h}"] <= 1.0
+    assert {r["horizon"] for r in out["league"] if r["chosen"]} == {0, 1, 2}
+    assert "forecast_choice.json" in artifacts and "tuning.csv" in artifacts
+    assert out["tuning"].endswith("(2 time folds)") or out["tuning"].startswith("defaults")
+    probability = client.get_model_version_by_alias("dealcast-close-probability", "champion")
+    choice = json.loads(probability.tags["dealcast.forecast_choice"])
+    assert [c["horizon"] for c in choice["horizons"]] == [0, 1, 2]
     # the same data again cannot beat the champion: the new version is only a challenger
     again = runner.invoke(app, ["train", "--data", str(demo_store), "--format", "json"])
     second = json.loads(again.stdout[again.stdout.index("{") :])

@@ -156,6 +156,10 @@ def test_forecast_has_months_quarter_parts_and_targets(client: TestClient, keys:
     months = [r for r in body["forecasts"] if r["period"] == "month"]
     assert [r["horizon"] for r in months] == list(range(body["months"]))
     assert any(r["period"] == "quarter" for r in body["forecasts"])
+    # what each month publishes and why (the champion's backtest choice), beside the deal model
+    assert body["published"] and body["published"][0].startswith("h0: ")
+    assert {r["chosen"] for r in body["league"]} == {True, False}
+    assert all(r["method"] and r["deal_model_p50"] is not None for r in body["forecasts"])
     for r in body["forecasts"]:
         assert r["p10"] <= r["p50"] <= r["p90"]
         assert r["mean"] == pytest.approx(

@@ -20,6 +20,7 @@ from models.forecast.backtest import (
     run_backtest,
 )
 from models.forecast.revenue import revenue_forecast
+from models.forecast.selection import DERIVED
 from models.metrics import summarise
 from pipelines.simulate import SimConfig, simulate_company
 
@@ -43,7 +44,13 @@ COLUMNS = [
     "prophet_only__p90",
     "seasonal_naive",
     "run_rate",
+    "blend",
+    "published",
+    "published__p10",
+    "published__p90",
+    "published_nested",
 ]
+SCORED = (*METHODS, *DERIVED)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +110,10 @@ def test_frame_has_the_documented_columns_and_only_closed_months(
     assert (frame["segment"] == "total").all()
     bookings = _bookings(history)
     assert frame["actual"].to_list() == pytest.approx([bookings[m] for m in frame["target_month"]])
-    assert frame.null_count().row(0) == (0,) * len(COLUMNS)  # a year of history: no gaps
+    methods = frame.select(COLUMNS[: -len(DERIVED) - 2])
+    assert methods.null_count().row(0) == (0,) * methods.width  # a year of history: no gaps
+    # two origins per horizon: too few errors for a published interval, none to nest with
+    assert frame["published_nested"].null_count() == 3
     for method in ("dealcast", "prophet_only"):
         assert (frame[f"{method}__p10"] <= frame[method]).all()
         assert (frame[method] <= frame[f"{method}__p90"]).all()
@@ -137,9 +147,10 @@ def test_summary_has_one_row_per_method_and_horizon(total: tuple[Backtest, list[
     backtest = total[0]
     summary = backtest.summary
     assert summary.select("method", "horizon").rows() == [
-        (m, h) for m in METHODS for h in (0, 1, 2)
+        (m, h) for m in SCORED for h in (0, 1, 2)
     ]
-    assert summary["n"].to_list() == [2, 2, 1] * len(METHODS)
+    # the nested choice has nothing to choose with at the first origin of each horizon
+    assert summary["n"].to_list() == [2, 2, 1] * (len(SCORED) - 1) + [1, 1, 0]
     with_interval = summary.filter(pl.col("method").is_in(["dealcast", "prophet_only"]))
     assert with_interval["coverage"].null_count() == 0
     assert summary.filter(pl.col("method").is_in(list(BASELINES[:2])))["coverage"].null_count() == 6
@@ -176,8 +187,8 @@ def test_by_region_gives_one_segment_per_region(
     whole = total[0].frame.sort("origin", "horizon")
     for col in ("actual", "stage_weighted_crm", "seasonal_naive", "run_rate"):
         np.testing.assert_allclose(sums[col], whole[col], rtol=1e-9)
-    assert regional.summary.height == len(METHODS) * 3
-    assert regional.summary["n"].to_list() == [4, 4, 2] * len(METHODS)
+    assert regional.summary.height == len(SCORED) * 3
+    assert regional.summary["n"].to_list() == [4, 4, 2] * (len(SCORED) - 1) + [2, 2, 0]
 
 
 def test_acceptance_reports_each_horizon(total: tuple[Backtest, list[date]]) -> None:
@@ -190,7 +201,7 @@ def test_acceptance_reports_each_horizon(total: tuple[Backtest, list[date]]) -> 
         assert isinstance(got, dict)
         part = summary.filter(pl.col("horizon") == h)
         ours = part.filter(pl.col("method") == "dealcast").row(0, named=True)
-        others = part.filter(pl.col("method") != "dealcast").sort("wape")
+        others = part.filter(pl.col("method").is_in(list(BASELINES))).sort("wape")
         assert got["wape"] == pytest.approx(ours["wape"])
         assert got["coverage"] == ours["coverage"]
         assert got["best_baseline"] == others["method"][0]
