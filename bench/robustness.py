@@ -81,10 +81,13 @@ class Cell:
         return all(code == 0 for code in self.status.values()) and not self.traceback
 
 
+ROWS = [("default", e) for e in EXPORTS] + [(c, e) for c in COMPANIES for e in ("rich", "thinnest")]
+
+
 def matrix(seeds: list[int]) -> list[Cell]:
-    rows = [("default", e) for e in EXPORTS]
-    rows += [(c, e) for c in COMPANIES for e in ("rich", "thinnest")]
-    return [Cell(c, e, s) for c, e in rows for s in seeds]
+    """Every row for the first seed, then every row for the next: a run cut short still has
+    each row once."""
+    return [Cell(c, e, s) for s in seeds for c, e in ROWS]
 
 
 def _run(cell: Cell, step: str, args: list[str], env: dict[str, str]) -> str:
@@ -269,13 +272,25 @@ def main() -> None:
         "--months", type=int, default=0, help="months of history (0: the profile's own)"
     )
     parser.add_argument("--origins", type=int, default=6, help="backtest origins (0: the default)")
-    parser.add_argument("--samples", type=int, default=300, help="Monte Carlo samples")
+    parser.add_argument("--samples", type=int, default=200, help="Monte Carlo samples")
     parser.add_argument("--only", default="", help="comma list of company:export cells")
     parser.add_argument("--jobs", type=int, default=2, help="cells run at once")
     parser.add_argument(
-        "--max-deals", type=int, default=2000, help="deals of the large profiles (0: own size)"
+        "--max-deals", type=int, default=1500, help="deals of the large profiles (0: own size)"
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the table of bench/out/robustness.json (the cells done so far) and stop",
     )
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads((OUT / "robustness.json").read_text())
+        done = [Cell(**c) for c in saved if "anomalies" in c["status"] or c["error"]]
+        print(table(sorted(done, key=lambda c: (ROWS.index((c.company, c.export)), c.seed))))
+        print()
+        print(verdicts(done))
+        return
     cells = matrix(list(range(1, args.seeds + 1)))
     if args.only:
         wanted = {tuple(x.split(":")) for x in args.only.split(",")}
@@ -314,7 +329,7 @@ def main() -> None:
         f"\n{len(cells)} cells in {time.perf_counter() - started:.0f} s, "
         f"{sum(c.ok for c in cells)} with every step at exit 0 and no traceback\n"
     )
-    print(table(cells))
+    print(table(sorted(cells, key=lambda c: (ROWS.index((c.company, c.export)), c.seed))))
     print()
     print(verdicts(cells))
 
