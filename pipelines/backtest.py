@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,31 +143,26 @@ def run_backtest_job(
         "stage_probability": stage_probability,
     }
     with job_run(data, "backtest", params=params) as run:
+        refit = partial(
+            run_backtest,
+            history,
+            origins,
+            horizons=horizons,
+            by=by,
+            n_samples=n_samples,
+            methods=methods,
+            probability=recipe,
+        )
         if show_progress:
             with progress() as bar:
                 task = bar.add_task("backtest: refitting every method", total=len(origins))
-                result = run_backtest(
-                    history,
-                    origins,
-                    horizons=horizons,
-                    by=by,
-                    n_samples=n_samples,
-                    methods=methods,
-                    probability=recipe,
+                result = refit(
                     on_origin=lambda o: bar.update(
                         task, advance=1, description=f"backtest: origin {o:%Y-%m} done"
-                    ),
+                    )
                 )
         else:
-            result = run_backtest(
-                history,
-                origins,
-                horizons=horizons,
-                by=by,
-                n_samples=n_samples,
-                methods=methods,
-                probability=recipe,
-            )
+            result = refit()
         _log(run, result)
         if keep:
             log = ForecastLog(data)
