@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from features.calendar import add_months
 from models.metrics import P10, P90
 
 __all__ = [
@@ -535,26 +536,26 @@ def published_summary(
         return row
 
     moved_keys = ("p10", "p50", "p90", "mean", "pipeline_mean", "newbiz_mean")
+    # every month row once, old and new, by unit: the quarters read them from here
+    months_of: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for row in out.filter(pl.col("period") == "month").iter_rows(named=True):
+        months_of.setdefault((row["by"], row["segment"]), []).append((row, month_value(dict(row))))
     rows = []
     for row in out.iter_rows(named=True):
+        unit = months_of.get((row["by"], row["segment"]), [])
         if row["period"] == "month":
-            rows.append(month_value(dict(row)))
+            rows.append(next(new for old, new in unit if old["horizon"] == row["horizon"]))
             continue
-        # a quarter: shift by its months' moves (month rows of the same unit)
-        unit = out.filter(
-            (pl.col("by") == row["by"])
-            & (pl.col("segment") == row["segment"])
-            & (pl.col("period") == "month")
-            & (pl.col("target_month") >= row["target_month"])
-            & (pl.col("target_month") < pl.lit(row["target_month"]).dt.offset_by("3mo"))
-        )
+        # a quarter: shift by the moves of its months (month rows of the same unit)
+        end = add_months(row["target_month"], 3)
         shifted = dict(row)
         labels = set()
-        for m in unit.iter_rows(named=True):
-            new = month_value(dict(m))
+        for old, new in unit:
+            if not row["target_month"] <= old["target_month"] < end:
+                continue
             labels.add(new["method"])
             for k in moved_keys:
-                shifted[k] += new[k] - m[k]
+                shifted[k] += new[k] - old[k]
         shifted["method"] = labels.pop() if len(labels) == 1 else "per month"
         shifted["p10"] = min(shifted["p10"], shifted["p50"])
         shifted["p90"] = max(shifted["p90"], shifted["p50"])
